@@ -1,0 +1,1 @@
+"""heaters_assets (see ../shared/design.md)."""

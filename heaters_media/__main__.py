@@ -1,0 +1,3 @@
+from heaters_media.cli import main
+
+main()

@@ -1,0 +1,192 @@
+"""``python -m heaters_media <task> ...``: every media task as a command.
+
+The result is printed as one JSON object on stdout; logs and progress go to stderr. A failure
+prints ``{"status": "error", "error": {"type", "message"}}`` on stdout and exits non-zero, so the
+platform (or a person debugging) can act on it without parsing a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from heaters_media.errors import InvalidInputError, MediaError
+
+app = typer.Typer(
+    name="heaters_media",
+    help="Heaters media tasks. Each prints one JSON object on stdout; progress goes to stderr.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_err = Console(stderr=True)
+
+ProgressFn = Callable[[float, str], None]
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[ProgressFn | None]:
+    """A Rich progress bar on stderr, handed to tasks as a ``(fraction, message)`` callback."""
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[msg]}"), console=_err,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=1.0, msg="")
+
+        def update(fraction: float, message: str = "") -> None:
+            bar.update(task, completed=max(0.0, min(1.0, fraction)), msg=message)
+
+        yield update
+
+
+def _emit(fn: Callable[[], Any]) -> None:
+    """Run a task and print its result (or its typed error) as JSON."""
+    try:
+        result = fn()
+    except MediaError as exc:
+        print(json.dumps(exc.to_dict()))
+        raise typer.Exit(exc.exit_code) from None
+    data = result.to_dict() if hasattr(result, "to_dict") else result
+    print(json.dumps(data, default=str))
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")]
+
+
+@app.command("probe")
+def probe_cmd(path: Path, no_verify: Annotated[bool, typer.Option(
+        help="Skip the packet count that detects truncated files.")] = False) -> None:
+    """Duration, fps, frame count, size, rotation, codecs, bit rate of a video."""
+    from heaters_media.probe import probe
+
+    _emit(lambda: probe(path, verify=not no_verify))
+
+
+@app.command("ingest")
+def ingest_cmd(
+    source: Annotated[str, typer.Argument(help="http(s) URL (via yt-dlp) or a local file path.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    max_height: Annotated[int, typer.Option(help="Best quality up to this height.")] = 1080,
+    force_normalize: Annotated[bool, typer.Option(help="Re-encode even when not needed.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fetch (URL) or copy (path) a video, normalize it when needed (H.264/AAC MP4, faststart)."""
+    from heaters_media.ingest import ingest
+
+    with _progress("ingest", quiet) as progress:
+        _emit(lambda: ingest(source, out, max_height=max_height, force_normalize=force_normalize,
+                             progress=progress))
+
+
+@app.command("detect-scenes")
+def detect_scenes_cmd(
+    path: Path,
+    detector: Annotated[str, typer.Option(help="adaptive (default, most accurate), content, "
+                                               "or histogram (the original method).")] = "adaptive",
+    threshold: Annotated[float | None, typer.Option(
+        help="Detector threshold (adaptive 3.0, content 27, histogram 0.6).")] = None,
+    min_scene_len: Annotated[float, typer.Option(help="Minimum scene length, seconds.")] = 1.0,
+    analysis_width: Annotated[int, typer.Option(help="Frames are downscaled to this width.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Hard-cut scene detection; prints scenes and cut frames."""
+    from heaters_media.scenes import detect_scenes
+
+    with _progress("detect", quiet) as progress:
+        _emit(lambda: detect_scenes(path, detector=detector, threshold=threshold,
+                                    min_scene_len=min_scene_len,
+                                    analysis_width=analysis_width or None, progress=progress))
+
+
+def _load_scenes(text: str) -> list[dict[str, Any]]:
+    """Scenes from a JSON string, a JSON file, or '-' (stdin): a list or a detect-scenes result."""
+    raw = sys.stdin.read() if text == "-" else (
+        Path(text).read_text() if not text.lstrip().startswith(("[", "{")) else text)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"--scenes is not valid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        data = data.get("scenes")
+    if not isinstance(data, list):
+        raise InvalidInputError("--scenes must be a list of scenes or a detect-scenes result")
+    return data
+
+
+@app.command("split")
+def split_cmd(
+    path: Path,
+    scenes: Annotated[str, typer.Option(
+        help="JSON list of scenes, a file holding it (or a detect-scenes result), or '-'.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the clips.")],
+    quiet: Quiet = False,
+) -> None:
+    """Cut a video into one frame-accurate clip per scene (stream copy where possible)."""
+    from heaters_media.split import split_video
+
+    def task() -> Any:
+        with _progress("split", quiet) as progress:
+            return split_video(path, _load_scenes(scenes), out, progress=progress)
+
+    _emit(task)
+
+
+@app.command("keyframes")
+def keyframes_cmd(
+    clip: Path,
+    strategy: Annotated[str, typer.Option(help="midpoint (50 %) or multi (25/50/75 %).")] = "midpoint",
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: beside the clip).")] = None,
+) -> None:
+    """JPEG key frames of a clip with their frame numbers and timestamps."""
+    from heaters_media.keyframes import extract_keyframes
+
+    _emit(lambda: extract_keyframes(clip, strategy=strategy, out_dir=out or clip.parent))
+
+
+@app.command("sprite")
+def sprite_cmd(
+    clip: Path,
+    out: Annotated[Path | None, typer.Option("--out", help="Sprite JPEG path (default: beside the clip).")] = None,
+    tile_width: int = 480,
+    max_fps: float = 24.0,
+    cols: int = 5,
+) -> None:
+    """A sprite sheet for scrubbing, with the metadata a player needs to map time -> tile."""
+    from heaters_media.sprite import make_sprite
+
+    target = out or clip.with_name(f"{clip.stem}_sprite.jpg")
+    _emit(lambda: make_sprite(clip, target, tile_width=tile_width, max_fps=max_fps, cols=cols))
+
+
+@app.command("merge")
+def merge_cmd(a: Path, b: Path, out: Annotated[Path, typer.Option("--out", help="Output clip file.")]) -> None:
+    """Concatenate two adjacent clips into one (frame-accurate)."""
+    from heaters_media.split import merge_clips
+
+    _emit(lambda: merge_clips(a, b, out))
+
+
+@app.command("split-at")
+def split_at_cmd(
+    clip: Path,
+    frame: Annotated[int, typer.Option("--frame", help="First frame of the second part.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+) -> None:
+    """Split one clip into two at frame N (0 < N < frame count)."""
+    from heaters_media.split import split_clip_at
+
+    _emit(lambda: split_clip_at(clip, frame, out))
+
+
+def main() -> None:
+    app()

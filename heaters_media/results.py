@@ -1,0 +1,14 @@
+"""Result objects shared by the media tasks: plain dataclasses that serialize to JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+class Result:
+    """Mixin: ``to_dict`` gives the JSON-ready form printed by the CLI."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {"status": "success", **data}

@@ -1,0 +1,1 @@
+"""heaters_resources (see ../shared/design.md)."""
