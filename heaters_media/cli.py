@@ -38,9 +38,15 @@ def _progress(label: str, quiet: bool) -> Iterator[ProgressFn | None]:
     if quiet:
         yield None
         return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[msg]}"), console=_err,
-                  transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[msg]}"),
+        console=_err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=1.0, msg="")
 
         def update(fraction: float, message: str = "") -> None:
@@ -64,8 +70,12 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on s
 
 
 @app.command("probe")
-def probe_cmd(path: Path, no_verify: Annotated[bool, typer.Option(
-        help="Skip the packet count that detects truncated files.")] = False) -> None:
+def probe_cmd(
+    path: Path,
+    no_verify: Annotated[
+        bool, typer.Option(help="Skip the packet count that detects truncated files.")
+    ] = False,
+) -> None:
     """Duration, fps, frame count, size, rotation, codecs, bit rate of a video."""
     from heaters_media.probe import probe
 
@@ -84,17 +94,30 @@ def ingest_cmd(
     from heaters_media.ingest import ingest
 
     with _progress("ingest", quiet) as progress:
-        _emit(lambda: ingest(source, out, max_height=max_height, force_normalize=force_normalize,
-                             progress=progress))
+        _emit(
+            lambda: ingest(
+                source,
+                out,
+                max_height=max_height,
+                force_normalize=force_normalize,
+                progress=progress,
+            )
+        )
 
 
 @app.command("detect-scenes")
 def detect_scenes_cmd(
     path: Path,
-    detector: Annotated[str, typer.Option(help="adaptive (default, most accurate), content, "
-                                               "or histogram (the original method).")] = "adaptive",
-    threshold: Annotated[float | None, typer.Option(
-        help="Detector threshold (adaptive 3.0, content 27, histogram 0.6).")] = None,
+    detector: Annotated[
+        str,
+        typer.Option(
+            help="adaptive (default, most accurate), content, or histogram (the original method)."
+        ),
+    ] = "adaptive",
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Detector threshold (adaptive 3.0, content 27, histogram 0.6)."),
+    ] = None,
     min_scene_len: Annotated[float, typer.Option(help="Minimum scene length, seconds.")] = 1.0,
     analysis_width: Annotated[int, typer.Option(help="Frames are downscaled to this width.")] = 0,
     quiet: Quiet = False,
@@ -103,15 +126,25 @@ def detect_scenes_cmd(
     from heaters_media.scenes import detect_scenes
 
     with _progress("detect", quiet) as progress:
-        _emit(lambda: detect_scenes(path, detector=detector, threshold=threshold,
-                                    min_scene_len=min_scene_len,
-                                    analysis_width=analysis_width or None, progress=progress))
+        _emit(
+            lambda: detect_scenes(
+                path,
+                detector=detector,
+                threshold=threshold,
+                min_scene_len=min_scene_len,
+                analysis_width=analysis_width or None,
+                progress=progress,
+            )
+        )
 
 
 def _load_scenes(text: str) -> list[dict[str, Any]]:
     """Scenes from a JSON string, a JSON file, or '-' (stdin): a list or a detect-scenes result."""
-    raw = sys.stdin.read() if text == "-" else (
-        Path(text).read_text() if not text.lstrip().startswith(("[", "{")) else text)
+    raw = (
+        sys.stdin.read()
+        if text == "-"
+        else (Path(text).read_text() if not text.lstrip().startswith(("[", "{")) else text)
+    )
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -126,8 +159,12 @@ def _load_scenes(text: str) -> list[dict[str, Any]]:
 @app.command("split")
 def split_cmd(
     path: Path,
-    scenes: Annotated[str, typer.Option(
-        help="JSON list of scenes, a file holding it (or a detect-scenes result), or '-'.")],
+    scenes: Annotated[
+        str,
+        typer.Option(
+            help="JSON list of scenes, a file holding it (or a detect-scenes result), or '-'."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder for the clips.")],
     quiet: Quiet = False,
 ) -> None:
@@ -144,8 +181,12 @@ def split_cmd(
 @app.command("keyframes")
 def keyframes_cmd(
     clip: Path,
-    strategy: Annotated[str, typer.Option(help="midpoint (50 %) or multi (25/50/75 %).")] = "midpoint",
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: beside the clip).")] = None,
+    strategy: Annotated[
+        str, typer.Option(help="midpoint (50 %) or multi (25/50/75 %).")
+    ] = "midpoint",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: beside the clip).")
+    ] = None,
 ) -> None:
     """JPEG key frames of a clip with their frame numbers and timestamps."""
     from heaters_media.keyframes import extract_keyframes
@@ -156,7 +197,9 @@ def keyframes_cmd(
 @app.command("sprite")
 def sprite_cmd(
     clip: Path,
-    out: Annotated[Path | None, typer.Option("--out", help="Sprite JPEG path (default: beside the clip).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Sprite JPEG path (default: beside the clip).")
+    ] = None,
     tile_width: int = 480,
     max_fps: float = 24.0,
     cols: int = 5,
@@ -169,7 +212,9 @@ def sprite_cmd(
 
 
 @app.command("merge")
-def merge_cmd(a: Path, b: Path, out: Annotated[Path, typer.Option("--out", help="Output clip file.")]) -> None:
+def merge_cmd(
+    a: Path, b: Path, out: Annotated[Path, typer.Option("--out", help="Output clip file.")]
+) -> None:
     """Concatenate two adjacent clips into one (frame-accurate)."""
     from heaters_media.split import merge_clips
 

@@ -21,12 +21,18 @@ class MediaError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": "error", "error": {"type": self.kind, "message": self.message,
-                                             **({"details": self.details} if self.details else {})}}
+        return {
+            "status": "error",
+            "error": {
+                "type": self.kind,
+                "message": self.message,
+                **({"details": self.details} if self.details else {}),
+            },
+        }
 
 
 class InvalidInputError(MediaError):
-    """The caller asked for something impossible: missing file, bad URL scheme, frame out of range."""
+    """The caller asked for the impossible: missing file, bad URL scheme, frame out of range."""
 
     kind = "invalid_input"
     exit_code = 2

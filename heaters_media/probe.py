@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -17,8 +18,6 @@ from typing import Any
 from heaters_media.errors import CorruptMediaError, UnsupportedMediaError
 from heaters_media.results import Result
 from heaters_media.tools import FFPROBE, existing_file, require_tool, stderr_tail
-
-import subprocess
 
 
 @dataclass
@@ -63,7 +62,7 @@ def _fraction(text: str | None) -> Fraction | None:
 def _rotation(stream: dict[str, Any]) -> int:
     for side in stream.get("side_data_list", []) or []:
         if "rotation" in side:
-            return int(round(float(side["rotation"]))) % 360
+            return round(float(side["rotation"])) % 360
     tag = (stream.get("tags") or {}).get("rotate")
     return int(tag) % 360 if tag and tag.lstrip("-").isdigit() else 0
 
@@ -98,11 +97,15 @@ def _ffprobe_json(args: list[str], path: Path) -> dict[str, Any]:
     require_tool(FFPROBE)
     proc = subprocess.run(
         [FFPROBE, "-v", "error", "-of", "json", *args, str(path)],
-        capture_output=True, text=True, errors="replace", check=False,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
     )
     if proc.returncode != 0:
-        raise CorruptMediaError(f"cannot read media file {path.name}: {stderr_tail(proc.stderr)}",
-                                path=str(path))
+        raise CorruptMediaError(
+            f"cannot read media file {path.name}: {stderr_tail(proc.stderr)}", path=str(path)
+        )
     try:
         return json.loads(proc.stdout or "{}")
     except json.JSONDecodeError as exc:
@@ -127,8 +130,11 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     fmt = info.get("format") or {}
     if not streams:
         raise UnsupportedMediaError(f"no media streams in {p.name}", path=str(p))
-    videos = [s for s in streams if s.get("codec_type") == "video"
-              and not (s.get("disposition") or {}).get("attached_pic")]
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
     audios = [s for s in streams if s.get("codec_type") == "audio"]
     if not videos:
         what = "audio only" if audios else "no video stream"
@@ -136,8 +142,10 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     v = videos[0]
     a = audios[0] if audios else None
     fmt_name = str(fmt.get("format_name", ""))
-    if fmt_name in ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif_pipe", "bmp_pipe") and \
-            fmt_name != "gif":
+    if (
+        fmt_name in ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif_pipe", "bmp_pipe")
+        and fmt_name != "gif"
+    ):
         raise UnsupportedMediaError(f"{p.name} is a still image, not a video", path=str(p))
 
     r_rate = _fraction(v.get("r_frame_rate"))
@@ -145,7 +153,9 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     rate = avg_rate or r_rate
     if rate is None:
         raise CorruptMediaError(f"{p.name}: video stream has no frame rate", path=str(p))
-    is_vfr = bool(r_rate and avg_rate and abs(float(r_rate) - float(avg_rate)) > 0.01 * float(avg_rate))
+    is_vfr = bool(
+        r_rate and avg_rate and abs(float(r_rate) - float(avg_rate)) > 0.01 * float(avg_rate)
+    )
 
     duration = float(v.get("duration") or fmt.get("duration") or 0.0)
     declared = int(v["nb_frames"]) if str(v.get("nb_frames", "")).isdigit() else None
@@ -153,8 +163,12 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     if verify and counted is not None and declared is not None and counted < declared:
         raise CorruptMediaError(
             f"{p.name} is truncated: container declares {declared} video frames, "
-            f"only {counted} are present", path=str(p), declared=declared, present=counted)
-    frame_count = declared or counted or int(round(duration * float(rate)))
+            f"only {counted} are present",
+            path=str(p),
+            declared=declared,
+            present=counted,
+        )
+    frame_count = declared or counted or round(duration * float(rate))
     if frame_count <= 0 or duration <= 0:
         if frame_count > 0 and duration <= 0:
             duration = frame_count / float(rate)
@@ -193,6 +207,9 @@ def keyframe_indices(path: str | os.PathLike[str]) -> list[int]:
     p = existing_file(path)
     info = _ffprobe_json(["-select_streams", "v:0", "-show_entries", "packet=pts,flags"], p)
     packets = info.get("packets") or []
-    pts = sorted((int(pk["pts"]), "K" in pk.get("flags", "")) for pk in packets
-                 if str(pk.get("pts", "")).lstrip("-").isdigit())
+    pts = sorted(
+        (int(pk["pts"]), "K" in pk.get("flags", ""))
+        for pk in packets
+        if str(pk.get("pts", "")).lstrip("-").isdigit()
+    )
     return [i for i, (_, key) in enumerate(pts) if key]

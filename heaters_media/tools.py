@@ -38,17 +38,26 @@ def stderr_tail(stderr: str | bytes, lines: int = 6) -> str:
     return " | ".join(kept[-lines:])
 
 
-def run(cmd: Sequence[str], *, what: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], *, what: str, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a tool, returning its completed process; a non-zero exit raises ToolFailedError."""
     require_tool(cmd[0])
     try:
         proc = subprocess.run(
-            list(cmd), capture_output=True, text=True, errors="replace", timeout=timeout, check=False
+            list(cmd),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise ToolFailedError(f"{what}: {cmd[0]} timed out after {timeout} s") from exc
     if proc.returncode != 0:
-        raise ToolFailedError(f"{what}: {cmd[0]} exited {proc.returncode}: {stderr_tail(proc.stderr)}")
+        raise ToolFailedError(
+            f"{what}: {cmd[0]} exited {proc.returncode}: {stderr_tail(proc.stderr)}"
+        )
     return proc
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 SOURCES = [
     "testsrc2=s={w}x{h}:r={fps}",
     "mandelbrot=s={w}x{h}:r={fps}",
-    "smptehdbars=s={w}x{h}:r={fps},hue=H=t*20",
+    "smptehdbars=s={w}x{h}:r={fps},hue=H=t*1.5",
     "life=s={w}x{h}:r={fps}:mold=10:ratio=0.3:death_color=#802020:life_color=#20c040",
     "cellauto=s={w}x{h}:r={fps}:rule=110,negate",
-    "rgbtestsrc=s={w}x{h}:r={fps},hue=H=t*40",
+    "rgbtestsrc=s={w}x{h}:r={fps},hue=H=t*2",
     "gradients=s={w}x{h}:r={fps}:speed=0.05",
     "color=c=0x3050a0:s={w}x{h}:r={fps},noise=alls=30:allf=t",
 ]
@@ -47,8 +47,10 @@ def make_video(
     for k, n in enumerate(frames):
         src = SOURCES[k % len(SOURCES)].format(w=w, h=h, fps=fps)
         inputs += ["-f", "lavfi", "-i", src]
-        chains.append(f"[{k}:v]trim=end_frame={n},setpts=PTS-STARTPTS,format=yuv420p,"
-                      f"scale={w}:{h},setsar=1[v{k}]")
+        chains.append(
+            f"[{k}:v]trim=end_frame={n},setpts=PTS-STARTPTS,format=yuv420p,"
+            f"scale={w}:{h},setsar=1[v{k}]"
+        )
     graph = ";".join(chains) + ";" + "".join(f"[v{k}]" for k in range(len(frames)))
     graph += f"concat=n={len(frames)}:v=1:a=0[v]"
     total = sum(frames)
@@ -78,9 +80,22 @@ def cut_frames_of(frames: Sequence[int]) -> list[int]:
 def count_frames(path: str | Path) -> int:
     """Decoded video frame count, measured by ffprobe -count_frames (the ground truth)."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
-         "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
-        capture_output=True, text=True, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     return int(out.split(",")[0])
 
@@ -88,19 +103,149 @@ def count_frames(path: str | Path) -> int:
 def stream_info(path: str | Path) -> dict[str, str]:
     """codec_name, pix_fmt, profile of the first video stream."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-         "stream=codec_name,pix_fmt,profile", "-of", "default=nw=1", str(path)],
-        capture_output=True, text=True, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,pix_fmt,profile",
+            "-of",
+            "default=nw=1",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return dict(line.split("=", 1) for line in out.strip().splitlines())
 
 
 def frame_signature(path: str | Path, index: int, size: tuple[int, int] = (32, 18)) -> bytes:
-    """A tiny grayscale thumbnail of frame ``index`` (decoded from the start), for identity checks."""
+    """A tiny grayscale thumbnail of frame ``index`` (decoded from the start), to compare frames."""
     w, h = size
     return subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-vf",
-         f"select=eq(n\\,{index}),scale={w}:{h}:flags=area,format=gray", "-fps_mode", "passthrough",
-         "-frames:v", "1", "-f", "rawvideo", "-"],
-        capture_output=True, check=True,
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-vf",
+            f"select=eq(n\\,{index}),scale={w}:{h}:flags=area,format=gray",
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
+
+
+# Looks applied to pieces of a real shot to emulate an edit: each piece is a different "shot".
+EDIT_LOOKS = [
+    "null",
+    "hflip",
+    "crop=iw*0.6:ih*0.6,scale={w}:{h}",
+    "crop=iw*0.5:ih*0.5:0:0,scale={w}:{h}",
+    "eq=brightness=0.06:saturation=1.5",
+    "hue=h=50",
+    "reverse",
+    "crop=iw*0.7:ih*0.7:iw*0.3:ih*0.3,scale={w}:{h},hflip",
+    "eq=contrast=1.3:gamma=0.8",
+    "hue=h=-40:s=0.7",
+]
+
+
+def make_edited_footage(
+    path: str | Path,
+    source: str | Path,
+    *,
+    segments: int = 12,
+    seed: int = 7,
+    min_len: int = 30,
+    max_len: int = 100,
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 25,
+    source_frames: int = 132,
+) -> tuple[Path, list[int]]:
+    """Cut pieces of a real continuous shot, give each a different look, and concatenate them.
+
+    Returns the file and the exact cut frames (first frame of every piece after the first).
+    Consecutive pieces come from different times of the shot *and* have different looks, like
+    shots of one edited scene, so cuts are real but not trivially different in colour.
+    """
+    import random
+
+    rng = random.Random(seed)
+    w, h = size
+    chains, lengths = [], []
+    for k in range(segments):
+        n = rng.randint(min_len, min(max_len, source_frames))
+        start = rng.randint(0, source_frames - n)
+        look = EDIT_LOOKS[k % len(EDIT_LOOKS)].format(w=w, h=h)
+        chains.append(
+            f"[s{k}]trim=start_frame={start}:end_frame={start + n},setpts=PTS-STARTPTS,"
+            f"scale={w}:{h},{look},setsar=1,format=yuv420p[v{k}]"
+        )
+        lengths.append(n)
+    graph = f"[0:v]split={segments}" + "".join(f"[s{k}]" for k in range(segments)) + ";"
+    graph += ";".join(chains) + ";" + "".join(f"[v{k}]" for k in range(segments))
+    graph += f"concat=n={segments}:v=1:a=0[v]"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(source),
+            "-filter_complex",
+            graph,
+            "-map",
+            "[v]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-r",
+            str(fps),
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ],
+        check=True,
+    )
+    return Path(path), cut_frames_of(lengths)
+
+
+def f1_score(found: Sequence[int], truth: Sequence[int], tolerance: int = 1) -> dict[str, float]:
+    """Precision, recall and F1 of detected cut frames against the truth, +-tolerance frames."""
+    unmatched = list(truth)
+    tp = 0
+    for c in found:
+        hit = next((t for t in unmatched if abs(t - c) <= tolerance), None)
+        if hit is not None:
+            unmatched.remove(hit)
+            tp += 1
+    precision = tp / len(found) if found else 1.0
+    recall = tp / len(truth) if truth else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "tp": tp,
+        "fp": len(found) - tp,
+        "fn": len(truth) - tp,
+    }
