@@ -19,6 +19,11 @@ from heaters_media.errors import CorruptMediaError, UnsupportedMediaError
 from heaters_media.results import Result
 from heaters_media.tools import FFPROBE, existing_file, require_tool, stderr_tail
 
+# ffmpeg "demuxes" still images and even text files as one-frame videos; none is footage.
+STILL_IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
+TEXT_FORMATS = frozenset({"tty", "ansi"})
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf", "text"})
+
 
 @dataclass
 class ProbeResult(Result):
@@ -142,11 +147,10 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     v = videos[0]
     a = audios[0] if audios else None
     fmt_name = str(fmt.get("format_name", ""))
-    if (
-        fmt_name in ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif_pipe", "bmp_pipe")
-        and fmt_name != "gif"
-    ):
+    if fmt_name in STILL_IMAGE_FORMATS or fmt_name.endswith("_pipe"):
         raise UnsupportedMediaError(f"{p.name} is a still image, not a video", path=str(p))
+    if fmt_name in TEXT_FORMATS or v.get("codec_name") in TEXT_CODECS:
+        raise UnsupportedMediaError(f"{p.name} is a text file, not a video", path=str(p))
 
     r_rate = _fraction(v.get("r_frame_rate"))
     avg_rate = _fraction(v.get("avg_frame_rate"))
