@@ -1,0 +1,40 @@
+"""Typed errors of the state layer: callers (assets, CLI, review app) branch on the type."""
+
+from __future__ import annotations
+
+
+class HeatersStateError(Exception):
+    """Base class: the requested change was refused and nothing was written."""
+
+
+class NotFoundError(HeatersStateError):
+    """The row does not exist."""
+
+
+class InvalidTransitionError(HeatersStateError):
+    """The row is not in a state from which this transition is allowed."""
+
+    def __init__(self, entity: str, entity_id: object, action: str, state: str,
+                 allowed: frozenset[str] | tuple[str, ...] = ()) -> None:
+        self.entity, self.entity_id, self.action, self.state = entity, entity_id, action, state
+        self.allowed = tuple(sorted(allowed))
+        super().__init__(
+            f"{entity} {entity_id}: cannot {action} from state {state!r}"
+            + (f" (allowed from {', '.join(self.allowed)})" if self.allowed else "")
+        )
+
+
+class ConflictError(HeatersStateError):
+    """Another transaction holds the row (a concurrent transition): retry later or give up."""
+
+
+class InvalidClipsError(HeatersStateError):
+    """Clips overlap each other or an existing clip, or fall outside the video."""
+
+
+class AlreadyExistsError(HeatersStateError):
+    """Rows from an earlier run exist and `overwrite` was not requested."""
+
+
+class MissingObjectError(HeatersStateError):
+    """A row would point at an object that is not in the store."""
