@@ -107,7 +107,7 @@ def test_clip_failure_is_isolated(db: Database, local_store: ObjectStore) -> Non
 
 
 def test_merge_and_split_jobs(db: Database, local_store: ObjectStore) -> None:
-    vid, spliced = _full_run(db, local_store, str(SAMPLE_VIDEO))
+    _, spliced = _full_run(db, local_store, str(SAMPLE_VIDEO))
     first, second = spliced.clip_ids[:2]
     states.request_merge(db, second)
     merging = [c for c in (states.get_clip(db, i) for i in (first, second))
