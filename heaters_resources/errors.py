@@ -15,12 +15,14 @@ class InvalidTransitionError(HeatersStateError):
     """The row is not in a state from which this transition is allowed."""
 
     def __init__(self, entity: str, entity_id: object, action: str, state: str,
-                 allowed: frozenset[str] | tuple[str, ...] = ()) -> None:
+                 allowed: frozenset[str] | tuple[str, ...] = (), reason: str = "") -> None:
         self.entity, self.entity_id, self.action, self.state = entity, entity_id, action, state
         self.allowed = tuple(sorted(allowed))
+        self.reason = reason
         super().__init__(
             f"{entity} {entity_id}: cannot {action} from state {state!r}"
             + (f" (allowed from {', '.join(self.allowed)})" if self.allowed else "")
+            + (f": {reason}" if reason else "")
         )
 
 

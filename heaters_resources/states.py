@@ -704,6 +704,10 @@ def undo_review(db: Database, clip_id: int, actor: str = "") -> int:
             .order_by(ev.c.id.desc()).limit(1)).first()
         if event is None:
             raise InvalidTransitionError("clip", clip_id, "undo", "no review action to undo")
+        if event.action == "purge":
+            raise InvalidTransitionError(
+                "clip", clip_id, "undo", "archived",
+                reason="the archive job already deleted its files; it cannot be restored")
         rows = _lock(session, "clip", list(event.clip_ids))
         expected = {"approve": "approved", "skip": "skipped", "archive": "archived",
                     "request_merge": "merging", "request_split": "splitting"}[event.action]

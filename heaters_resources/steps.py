@@ -119,7 +119,8 @@ def ingest_source_video(
     states.start_downloading(db, video_id, overwrite=overwrite)
     try:
         with _workdir(workdir) as tmp:
-            result = ingest(video.source, tmp / "in", max_height=max_height,
+            source = ingest_source_path(store, video.source, tmp)
+            result = ingest(source, tmp / "in", max_height=max_height,
                             force_normalize=force_normalize, progress=progress)
             original = Path(result.original_path)
             ext = original.suffix.lstrip(".").lower() or "bin"
@@ -420,3 +421,123 @@ def clip_object_keys(db: Database, clip_ids: Sequence[int]) -> list[str]:
         arts = session.execute(select(ClipArtifact.storage_key, ClipArtifact.sidecar_key).where(
             ClipArtifact.clip_id.in_(list(clip_ids)))).all()
         return [k for k in clip_keys if k] + [k for row in arts for k in row if k]
+
+
+# ------------------------------------------------------------------------ invariant checks
+
+
+def tiling_problems(db: Database, video_id: int) -> list[str]:
+    """Gaps, overlaps and out-of-range clips among a video's live clips (empty list: tiled)."""
+    with db.session() as session:
+        video = session.get(SourceVideo, video_id)
+        spans = session.execute(select(Clip.start_frame, Clip.end_frame).where(
+            Clip.source_video_id == video_id, Clip.superseded_at.is_(None))
+            .order_by(Clip.start_frame)).all()
+    if video is None:
+        return [f"video {video_id} not found"]
+    problems, pos = [], 0
+    for start, end in spans:
+        if start > pos:
+            problems.append(f"gap [{pos}, {start})")
+        elif start < pos:
+            problems.append(f"overlap at [{start}, {pos})")
+        pos = max(pos, end)
+    if video.frame_count is not None and pos != video.frame_count:
+        problems.append(f"clips end at {pos}, video has {video.frame_count} frames")
+    return problems
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return None if image is None else (int(image.shape[1]), int(image.shape[0]))
+
+
+def artifact_problems(db: Database, store: ObjectStore, identifiers: Sequence[str],
+                      kind: str) -> list[str]:
+    """Missing artifacts or objects for the clips; for sprites, metadata vs. real image size."""
+    problems: list[str] = []
+    if not identifiers:
+        return problems
+    with db.session() as session:
+        rows = session.execute(
+            select(Clip.identifier, ClipArtifact.storage_key, ClipArtifact.meta)
+            .join(ClipArtifact, ClipArtifact.clip_id == Clip.id)
+            .where(Clip.identifier.in_(list(identifiers)), ClipArtifact.kind == kind)).all()
+    have = {r.identifier for r in rows}
+    problems += [f"{i}: no {kind}" for i in identifiers if i not in have]
+    for ident, key, meta in rows:
+        if not store.exists(key):
+            problems.append(f"{ident}: {key} missing from the store")
+        elif kind == "sprite_sheet":
+            size = _image_size(store.read_bytes(key))
+            want = (meta.get("cols", 0) * meta.get("tile_width", 0),
+                    meta.get("rows", 0) * meta.get("tile_height", 0))
+            if size != want:
+                problems.append(f"{ident}: sprite is {size}, metadata says {want}")
+    return problems
+
+
+def sprite_key_of(db: Database, identifier: str) -> str:
+    with db.session() as session:
+        key = session.scalar(
+            select(ClipArtifact.storage_key).join(Clip, Clip.id == ClipArtifact.clip_id)
+            .where(Clip.identifier == identifier, ClipArtifact.kind == "sprite_sheet"))
+    if key is None:
+        raise NotFoundError(f"clip {identifier} has no sprite sheet")
+    return key
+
+
+# --------------------------------------------------------------------------- archive purge
+
+
+@dataclass
+class PurgeOutcome:
+    clip_ids: list[int]
+    deleted: int
+    failed: dict[str, str]
+    requests: int
+
+
+def purge_archived_clips(db: Database, store: ObjectStore, clip_ids: Sequence[int], *,
+                         event_id: int | None = None, actor: str = "archive-job") -> PurgeOutcome:
+    """Delete the stored objects of archived clips in batches, then forget their keys.
+
+    Only clips still ``archived`` are touched (an undo may have come first). Objects go first
+    (batched, 1000 keys per request on S3); rows are updated only for clips whose objects are
+    all gone, and a ``purge`` review event records that undo is no longer possible.
+    """
+    from sqlalchemy import delete, insert, update
+
+    from heaters_resources.models import ReviewEvent
+
+    with db.session() as session:
+        live = list(session.scalars(select(Clip.id).where(
+            Clip.id.in_(list(clip_ids)), Clip.state == "archived", Clip.storage_key.is_not(None))))
+    if not live:
+        return PurgeOutcome([], 0, {}, 0)
+    by_clip = {cid: clip_object_keys(db, [cid]) for cid in live}
+    result = store.delete_many([k for ks in by_clip.values() for k in ks])
+    done = [cid for cid, ks in by_clip.items() if not any(k in result.failed for k in ks)]
+    if done:
+        with db.session() as session:
+            session.execute(delete(ClipArtifact).where(ClipArtifact.clip_id.in_(done)))
+            session.execute(update(Clip).where(Clip.id.in_(done)).values(storage_key=None))
+            session.execute(insert(ReviewEvent).values(
+                action="purge", actor=actor, clip_ids=done,
+                previous_states=["archived"] * len(done),
+                payload={"event_id": event_id, "objects_deleted": len(result.deleted)}))
+    return PurgeOutcome(done, len(result.deleted), dict(result.failed), result.requests)
+
+
+def ingest_source_path(store: ObjectStore, source: str, workdir: Path) -> str:
+    """Sources may name an object of the store (``store:<key>``, from the S3/prefix inbox):
+    fetch it to a local file first; anything else is passed to ``ingest`` as it is."""
+    if source.startswith("store:"):
+        key = source.removeprefix("store:")
+        target = workdir / Path(key).name
+        store.download_file(key, target)
+        return str(target)
+    return source

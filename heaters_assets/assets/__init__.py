@@ -1,0 +1,1 @@
+"""Assets grouped by domain: source videos (ingest, splice) and clips (artifacts)."""

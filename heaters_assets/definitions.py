@@ -1,0 +1,38 @@
+"""The Dagster ``Definitions`` that ``workspace.yaml`` loads: every asset, job, sensor and
+resource of Heaters, wired in one place."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from heaters_assets.assets.clips import keyframes, sprite_sheet
+from heaters_assets.assets.videos import clip_splits, source_video
+from heaters_assets.jobs import clip_artifacts_job, ingest_video_job, review_action_job
+from heaters_assets.sensors.inbox import inbox_sensor, store_inbox_sensor
+from heaters_assets.sensors.pipeline import (
+    new_clips_sensor,
+    review_actions_sensor,
+    submissions_sensor,
+)
+from heaters_resources.resources import DatabaseResource, ObjectStoreResource, SettingsResource
+
+ASSETS = [source_video, clip_splits, keyframes, sprite_sheet]
+JOBS = [ingest_video_job, clip_artifacts_job, review_action_job]
+SENSORS = [inbox_sensor, store_inbox_sensor, submissions_sensor, new_clips_sensor,
+           review_actions_sensor]
+
+
+def default_resources() -> dict[str, Any]:
+    """Resources configured from the environment (HEATERS_HOME, HEATERS_DATABASE_URL, S3...)."""
+    return {"database": DatabaseResource(), "object_store": ObjectStoreResource(),
+            "settings": SettingsResource()}
+
+
+def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """The whole platform; tests pass resources pointing at their own database and store."""
+    return dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS,
+                          resources=dict(resources or default_resources()))
+
+
+defs = build_definitions()

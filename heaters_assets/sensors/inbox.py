@@ -1,0 +1,87 @@
+"""Inbox sensors: files dropped in a folder, or objects under a store prefix, become submissions.
+
+They only *register* source videos (state ``new``); the submissions sensor launches the runs, so
+every way in (inbox, S3 prefix, ``heaters submit``) follows one path. Registration is idempotent:
+the file's identity (path, size, mtime / etag) is stored on the row and checked before creating
+one, so a daemon restart between registering and saving the cursor cannot duplicate a video.
+"""
+
+
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import select
+
+from heaters_resources import states
+from heaters_resources.models import SourceVideo
+from heaters_resources.resources import (
+    DatabaseResource,
+    ObjectStoreResource,
+    SettingsResource,
+)
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts",
+                  ".flv", ".wmv", ".3gp"}
+SETTLE_SECONDS = float(os.environ.get("HEATERS_INBOX_SETTLE_SECONDS", "2"))
+INBOX_S3_PREFIX = os.environ.get("HEATERS_INBOX_PREFIX", "")
+
+
+def register_once(database: DatabaseResource, source: str, identity: str, title: str) -> bool:
+    """Create a ``new`` source video for ``identity`` unless one exists; True if created."""
+    db = database.get_database()
+    with db.session() as session:
+        exists = session.scalar(select(SourceVideo.id).where(
+            SourceVideo.info["inbox_identity"].astext == identity).limit(1))
+    if exists is not None:
+        return False
+    states.create_source_video(db, source, title=title, info={"inbox_identity": identity})
+    return True
+
+
+@dg.sensor(minimum_interval_seconds=10, description="Register videos dropped into the inbox "
+           "folder (HEATERS_HOME/inbox).", default_status=dg.DefaultSensorStatus.RUNNING)
+def inbox_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource,
+                 database: DatabaseResource) -> dg.SensorResult:
+    inbox = Path(settings.get_settings().home) / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    now, added = time.time(), []
+    for path in sorted(inbox.iterdir()):
+        if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
+            continue
+        st = path.stat()
+        identity = f"file:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+        if seen.get(path.name) == identity or now - st.st_mtime < SETTLE_SECONDS:
+            continue  # already registered, or still being copied in
+        if register_once(database, str(path.resolve()), identity, path.stem):
+            added.append(path.name)
+        seen[path.name] = identity
+    seen = {k: v for k, v in seen.items() if (inbox / k).exists()}
+    if added:
+        context.log.info(f"registered {len(added)} inbox file(s): {', '.join(added)}")
+    return dg.SensorResult(cursor=json.dumps(seen, sort_keys=True),
+                           skip_reason=None if added else "no new files in the inbox")
+
+
+@dg.sensor(minimum_interval_seconds=30, description="Register videos put under the store prefix "
+           "HEATERS_INBOX_PREFIX (e.g. an S3 'inbox/' prefix); off when it is unset.")
+def store_inbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource,
+                       object_store: ObjectStoreResource) -> dg.SensorResult:
+    if not INBOX_S3_PREFIX:
+        return dg.SensorResult(skip_reason="HEATERS_INBOX_PREFIX is not set")
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    added = []
+    for obj in object_store.get_store().list(INBOX_S3_PREFIX):
+        if Path(obj.key).suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        identity = f"store:{obj.key}:{obj.size}:{obj.last_modified.timestamp():.0f}"
+        if seen.get(obj.key) == identity:
+            continue
+        if register_once(database, f"store:{obj.key}", identity, Path(obj.key).stem):
+            added.append(obj.key)
+        seen[obj.key] = identity
+    return dg.SensorResult(cursor=json.dumps(seen, sort_keys=True),
+                           skip_reason=None if added else "no new objects under the prefix")
