@@ -61,3 +61,15 @@ def db_status_cmd() -> None:
 
 if __name__ == "__main__":
     app()
+
+
+def _register_platform_commands() -> None:
+    from heaters_resources import cli_platform
+
+    app.command("submit")(cli_platform.submit)
+    app.command("status")(cli_platform.status)
+    app.command("dev")(cli_platform.dev)
+    app.command("demo")(cli_platform.demo)
+
+
+_register_platform_commands()
