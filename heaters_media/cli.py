@@ -235,3 +235,87 @@ def split_at_cmd(
 
 def main() -> None:
     app()
+
+
+@app.command("pipeline")
+def pipeline_cmd(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="URL or path (default: the bundled Big Buck Bunny sample edit)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path(
+        ".heaters/media-demo"
+    ),
+    detector: str = "adaptive",
+    quiet: Quiet = False,
+) -> None:
+    """Ingest, detect scenes, split, keyframes and sprite for every clip; print a summary."""
+    from rich.table import Table
+
+    from heaters_media.pipeline import run_pipeline
+    from heaters_media.samples import SAMPLE_VIDEO
+
+    def task() -> Any:
+        with _progress("pipeline", quiet) as progress:
+            result = run_pipeline(
+                source or str(SAMPLE_VIDEO), out, detector=detector, progress=progress
+            )
+        table = Table(
+            title=f"{result.title or result.source}: {result.frames} frames, "
+            f"{result.duration:.1f} s -> {len(result.clips)} clips"
+        )
+        for col in ("clip", "frames", "start", "end", "method", "keyframes", "sprite"):
+            table.add_column(col)
+        for c in result.clips:
+            table.add_row(
+                c["clip"],
+                str(c["frames"]),
+                f"{c['start_time']:.2f}",
+                f"{c['end_time']:.2f}",
+                c["method"],
+                str(len(c["keyframes"])),
+                c["sprite"],
+            )
+        _err.print(table)
+        _err.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
+        return result
+
+    _emit(task)
+
+
+@app.command("embed")
+def embed_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files (key frames) to embed.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="openai/clip-vit-*, facebook/dinov2-*, heaters/pixels-v1 (no weights), "
+            "or a save_pretrained folder."
+        ),
+    ] = "openai/clip-vit-base-patch32",
+    strategy: Annotated[
+        str, typer.Option(help="keyframe_midpoint, keyframe_multi or keyframe_multi_avg.")
+    ] = "keyframe_midpoint",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never download; weights from cache/path only.")
+    ] = False,
+    model_path: Annotated[
+        Path | None, typer.Option(help="Folder with the model's save_pretrained files.")
+    ] = None,
+) -> None:
+    """L2-normalized image embeddings (CLIP, DINOv2 or the weights-free descriptor) as JSON."""
+    from heaters_media.embed import embed_images
+
+    _emit(
+        lambda: embed_images(
+            images,
+            model=model,
+            strategy=strategy,
+            device=device,
+            batch_size=batch_size,
+            offline=offline,
+            model_path=model_path,
+        )
+    )

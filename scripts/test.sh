@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -k scenes -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh dev
+scripts/setup.sh dev,ml
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,186 @@
+"""Sprite sheets for scrubbing: a grid of small frames sampled at a fixed rate, plus metadata.
+
+One ffmpeg pass (``fps`` -> ``scale`` -> ``tile``) makes the sheet. Tile *k* (row-major) shows the
+clip at time ``k / sprite_fps``, so a player maps a hover position to a tile with the metadata
+written beside the image (same name, ``.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from heaters_media.errors import InvalidInputError
+from heaters_media.results import Result
+from heaters_media.split import probe_video
+from heaters_media.tools import atomic_path, existing_file, ffmpeg_cmd, run
+
+#: Largest dimension (pixels) a baseline JPEG can have, with a little margin to 65535.
+JPEG_MAX_DIMENSION = 65500
+
+
+@dataclass
+class SpriteResult(Result):
+    path: str
+    json_path: str
+    clip: str
+    cols: int
+    rows: int
+    tile_width: int
+    tile_height: int
+    frame_count: int
+    sprite_fps: float
+    sprite_fps_fraction: str
+    clip_fps: float
+    clip_frame_count: int
+    duration: float
+    width: int
+    height: int
+
+
+def fps_filter_frames(clip_frames: int, clip_fps: Fraction, rate: Fraction) -> int:
+    """Frames ffmpeg's ``fps=rate`` filter outputs for a CFR clip (it rounds the end to nearest)."""
+    return math.floor(Fraction(clip_frames) * rate / clip_fps + Fraction(1, 2))
+
+
+def _rate(value: float | Fraction) -> Fraction:
+    return Fraction(value).limit_denominator(1001)
+
+
+def plan_sprite(
+    clip_frames: int,
+    clip_fps: Fraction,
+    *,
+    tile_width: int,
+    tile_height: int,
+    max_fps: float,
+    cols: int,
+    max_height: int,
+) -> tuple[Fraction, int, int, int]:
+    """(sprite fps, tiles, cols, rows) for a sheet that stays within ``max_height`` pixels."""
+    rate = min(_rate(max_fps), clip_fps)
+    n = fps_filter_frames(clip_frames, clip_fps, rate)
+    if n < 1:  # a clip shorter than one sprite interval still gets one tile
+        rate = clip_fps / clip_frames
+        n = 1
+    max_rows = max_height // tile_height
+    if max_rows < 1:
+        raise InvalidInputError(
+            f"a tile {tile_height} px high does not fit a {max_height} px sheet"
+        )
+    max_tiles = max_rows * cols
+    if n > max_tiles:
+        rate = _rate(Fraction(max_tiles) * clip_fps / clip_frames)
+        while fps_filter_frames(clip_frames, clip_fps, rate) > max_tiles:
+            rate = _rate(rate * Fraction(999, 1000))
+        n = fps_filter_frames(clip_frames, clip_fps, rate)
+    cols = min(cols, n)
+    return rate, n, cols, math.ceil(n / cols)
+
+
+def make_sprite(
+    clip: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    tile_width: int = 480,
+    max_fps: float = 24.0,
+    cols: int = 5,
+    quality: int = 4,
+    max_height: int = JPEG_MAX_DIMENSION,
+) -> SpriteResult:
+    """Write a sprite-sheet JPEG of ``clip`` to ``out_path`` and its metadata beside it (.json).
+
+    Tiles are ``tile_width`` wide with the clip's aspect ratio (even height). The sprite samples
+    ``min(max_fps, clip fps)`` frames per second, lowered further when needed so the sheet stays
+    within ``max_height`` pixels (the JPEG limit); the rate actually used is reported.
+    ``quality`` is ffmpeg's JPEG ``-q:v`` (2 best .. 31 worst).
+    """
+    src = existing_file(clip)
+    out = Path(out_path)
+    if out.suffix.lower() not in (".jpg", ".jpeg"):
+        raise InvalidInputError(f"sprite must be a .jpg file, got {out.name}")
+    if out.exists() and out.is_dir():
+        raise InvalidInputError(f"sprite path is a folder: {out}")
+    if tile_width < 2 or cols < 1 or not max_fps > 0 or not 1 <= quality <= 31:
+        raise InvalidInputError(
+            "need tile_width >= 2, cols >= 1, max_fps > 0 and quality within 1..31"
+        )
+    if not 2 <= max_height <= JPEG_MAX_DIMENSION:
+        raise InvalidInputError(f"max_height must be within 2..{JPEG_MAX_DIMENSION}")
+    tile_width -= tile_width % 2
+    info = probe_video(src)
+    if info.width <= 0 or info.height <= 0:
+        raise InvalidInputError(f"{src.name} has no frame size")
+    tile_height = max(2, 2 * round(tile_width * info.height / info.width / 2))
+    clip_fps = Fraction(info.fps_fraction)
+    rate, n, cols, rows = plan_sprite(
+        info.frame_count,
+        clip_fps,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        max_fps=max_fps,
+        cols=cols,
+        max_height=max_height,
+    )
+    width, height = cols * tile_width, rows * tile_height
+    if width > JPEG_MAX_DIMENSION:
+        raise InvalidInputError(
+            f"sprite would be {width} px wide (JPEG limit "
+            f"{JPEG_MAX_DIMENSION}); use fewer cols or narrower tiles"
+        )
+    meta_path = out.with_suffix(".json")
+    result = SpriteResult(
+        path=str(out),
+        json_path=str(meta_path),
+        clip=str(src),
+        cols=cols,
+        rows=rows,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        frame_count=n,
+        sprite_fps=round(float(rate), 6),
+        sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
+        clip_fps=info.fps,
+        clip_frame_count=info.frame_count,
+        duration=info.duration,
+        width=width,
+        height=height,
+    )
+    graph = (
+        f"fps={rate.numerator}/{rate.denominator},"
+        f"scale={tile_width}:{tile_height}:flags=bicubic,setsar=1,"
+        f"tile={cols}x{rows}"
+    )
+    with atomic_path(out) as tmp_img, atomic_path(meta_path) as tmp_meta:
+        run(
+            ffmpeg_cmd(
+                "-i",
+                str(src),
+                "-map",
+                "0:v:0",
+                "-an",
+                "-sn",
+                "-dn",
+                "-vf",
+                graph,
+                "-frames:v",
+                "1",
+                "-q:v",
+                str(quality),
+                "-update",
+                "1",
+                "-f",
+                "image2",
+                str(tmp_img),
+            ),
+            what=f"sprite of {src.name}",
+        )
+        meta = {k: v for k, v in result.to_dict().items() if k not in ("status", "json_path")}
+        meta["image"] = out.name
+        meta["tile_seconds"] = round(1 / float(rate), 6)
+        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    return result
