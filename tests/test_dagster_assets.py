@@ -213,3 +213,31 @@ def test_review_actions_become_jobs(defs: dg.Definitions, instance: dg.DagsterIn
     resumed = review_actions_sensor(dg.build_sensor_context(
         instance=instance, resources=resources, cursor=out.cursor, definitions=defs))
     assert not resumed.run_requests
+
+
+def test_whole_graph_on_s3(instance: dg.DagsterInstance, db: Database, pg_server: EmbeddedServer,
+                           s3_store: Any, s3_endpoint: str, tmp_path: Path) -> None:
+    """Same graph with the object store on S3 (moto's server over HTTP): rows point at objects
+    that really are in the bucket, under the configured prefix."""
+    resources = {
+        "database": DatabaseResource(database_url=pg_server.url),
+        "object_store": ObjectStoreResource(s3_bucket=s3_store.bucket, s3_prefix="lib",
+                                            s3_endpoint_url=s3_endpoint, s3_region="us-east-1"),
+        "settings": SettingsResource(heaters_home=str(tmp_path), database_url=pg_server.url),
+    }
+    defs = build_definitions(resources)
+    vid, result = _ingest(defs, instance, db)
+    assert result.success
+    keys = [c.identifier for c in _clips(db, vid)]
+    assert _artifacts(defs, instance, keys).success
+    listed = {o["Key"] for page in s3_store.client.get_paginator("list_objects_v2").paginate(
+        Bucket=s3_store.bucket) for o in page.get("Contents", [])}
+    with db.session() as s:
+        from heaters_resources.models import ClipArtifact
+
+        stored = [c.storage_key for c in _clips(db, vid)]
+        stored += [k for row in s.execute(select(ClipArtifact.storage_key,
+                                                 ClipArtifact.sidecar_key)) for k in row if k]
+    assert stored and {f"lib/{k}" for k in stored} <= listed
+    assert states.get_source_video(db, vid).original_key is not None
+    assert f"lib/{states.get_source_video(db, vid).original_key}" in listed
