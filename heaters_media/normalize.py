@@ -24,7 +24,14 @@ from typing import Any, Literal
 from heaters_media.errors import InvalidInputError, ToolFailedError
 from heaters_media.probe import ProbeResult, probe
 from heaters_media.results import Result
-from heaters_media.tools import atomic_path, existing_file, ffmpeg_cmd, require_tool, stderr_tail
+from heaters_media.tools import (
+    atomic_path,
+    existing_file,
+    ffmpeg_cmd,
+    h264_args,
+    require_tool,
+    stderr_tail,
+)
 
 ProgressFn = Callable[[float, str], None]
 Action = Literal["none", "remux", "transcode_audio", "transcode"]
@@ -130,8 +137,7 @@ def _ffmpeg_args(src: Path, dst: Path, p: ProbeResult, action: Action, crf: int,
         # late (common after a remux into MKV) would otherwise get a duplicated first frame
         # from the CFR conversion; the price is an audio shift smaller than that offset.
         args += ["-vf", "setpts=PTS-STARTPTS,scale=trunc(iw/2)*2:trunc(ih/2)*2",
-                 "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                 "-fps_mode", "cfr", "-r", _output_rate(p)]
+                 *h264_args(preset, crf), "-fps_mode", "cfr", "-r", _output_rate(p)]
         args += ["-c:a", "copy"] if p.audio_codec == "aac" else [
             "-af", "asetpts=PTS-STARTPTS", "-c:a", "aac", "-b:a", "160k"]
     args += ["-movflags", "+faststart", "-f", "mp4", str(dst)]

@@ -116,3 +116,8 @@ def publish(files: Sequence[Path], out_dir: Path) -> list[Path]:
         os.replace(f, dest)
         moved.append(dest)
     return moved
+
+
+def h264_args(preset: str, crf: int) -> list[str]:
+    """Encoder arguments for browser-playable video: H.264, yuv420p (the one encoding we make)."""
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
