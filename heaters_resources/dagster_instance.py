@@ -46,9 +46,13 @@ def prepare_dagster_home(settings: Settings | None = None) -> dict[str, str]:
     """Create DAGSTER_HOME (default HEATERS_HOME/dagster) with our dagster.yaml; return the
     environment every Dagster process (webserver, daemon, CLI, run workers) must get."""
     settings = settings or Settings.from_env()
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").resolve()
+    chosen = os.environ.get("DAGSTER_HOME")
+    home = Path(chosen or settings.home / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # Our own folder always gets the current dagster.yaml; a DAGSTER_HOME the user chose keeps
+    # the configuration it already has.
+    if not chosen or not (home / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     env = dict(os.environ)
     env.update(DAGSTER_HOME=str(home), HEATERS_HOME=str(Path(settings.home).resolve()),
                HEATERS_DAGSTER_PG_URL=dagster_storage_url(settings))
