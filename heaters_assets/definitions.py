@@ -7,8 +7,10 @@ from typing import Any
 import dagster as dg
 
 from heaters_assets.assets.clips import keyframes, sprite_sheet
+from heaters_assets.assets.embeddings import clip_embedding, embed_clips_job
 from heaters_assets.assets.videos import clip_splits, source_video
 from heaters_assets.jobs import clip_artifacts_job, ingest_video_job, review_action_job
+from heaters_assets.sensors.embeddings import approved_clips_sensor, missing_embeddings_sensor
 from heaters_assets.sensors.inbox import inbox_sensor, store_inbox_sensor
 from heaters_assets.sensors.pipeline import (
     new_clips_sensor,
@@ -17,10 +19,10 @@ from heaters_assets.sensors.pipeline import (
 )
 from heaters_resources.resources import DatabaseResource, ObjectStoreResource, SettingsResource
 
-ASSETS = [source_video, clip_splits, keyframes, sprite_sheet]
-JOBS = [ingest_video_job, clip_artifacts_job, review_action_job]
+ASSETS = [source_video, clip_splits, keyframes, sprite_sheet, clip_embedding]
+JOBS = [ingest_video_job, clip_artifacts_job, review_action_job, embed_clips_job]
 SENSORS = [inbox_sensor, store_inbox_sensor, submissions_sensor, new_clips_sensor,
-           review_actions_sensor]
+           review_actions_sensor, approved_clips_sensor, missing_embeddings_sensor]
 
 
 def default_resources() -> dict[str, Any]:
@@ -31,8 +33,12 @@ def default_resources() -> dict[str, Any]:
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The whole platform; tests pass resources pointing at their own database and store."""
+    # Steps of our jobs run one after the other (ingest -> splice, keyframes -> sprites), so a
+    # process per step (the multiprocess default) would only add start-up time. Runs still run
+    # in parallel; scale-out swaps the run launcher/executor in dagster.yaml (see README).
     return dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS,
-                          resources=dict(resources or default_resources()))
+                          resources=dict(resources or default_resources()),
+                          executor=dg.in_process_executor)
 
 
 defs = build_definitions()

@@ -73,3 +73,14 @@ def _register_platform_commands() -> None:
 
 
 _register_platform_commands()
+
+
+def _register_search_commands() -> None:
+    from heaters_resources import cli_search
+
+    for name, command in cli_search.COMMANDS.items():
+        app.command(name)(command)
+
+
+_register_search_commands()
+

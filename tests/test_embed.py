@@ -20,6 +20,7 @@ from heaters_media import descriptor
 from heaters_media.embed import STRATEGIES, embed_images, embed_text
 from heaters_media.embed_models import ModelWeightsNotFoundError
 from heaters_media.errors import CorruptMediaError, InvalidInputError
+from tests.tiny_models import build_tiny_models
 
 ROOT = Path(__file__).resolve().parent.parent
 PIXELS = descriptor.NAME
@@ -191,66 +192,10 @@ def test_cli_embed_descriptor_prints_json(images: list[Path]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[ml]')")
-    tf = pytest.importorskip("transformers")
+    pytest.importorskip("torch", reason="torch not installed (pip install -e '.[ml]')")
+    pytest.importorskip("transformers")
     pytest.importorskip("PIL")
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("models")
-
-    clip_dir = root / "tiny-clip"
-    text = dict(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=16,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
-    config = tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    tf.CLIPModel(config).save_pretrained(clip_dir)
-    tf.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(clip_dir)
-    # A tiny byte-level BPE vocabulary: letters and letter</w>, no merges; ids 0/1 = bos/eos.
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for ch in "abcdefghijklmnopqrstuvwxyz":
-            vocab[ch + suffix] = len(vocab)
-    (clip_dir / "vocab.json").write_text(json.dumps(vocab))
-    (clip_dir / "merges.txt").write_text("#version: 0.2\n")
-    (clip_dir / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 16})
-    )
-
-    dino_dir = root / "tiny-dinov2"
-    dino = tf.Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-    )
-    tf.Dinov2Model(dino).save_pretrained(dino_dir)
-    tf.BitImageProcessor(
-        size={"shortest_edge": 36},
-        crop_size={"height": 32, "width": 32},
-        do_center_crop=True,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(dino_dir)
-    return {"clip": clip_dir, "dinov2": dino_dir}
+    return build_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.mark.parametrize(("family", "dimension"), [("clip", 16), ("dinov2", 32)])
