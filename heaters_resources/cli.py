@@ -84,3 +84,12 @@ def _register_search_commands() -> None:
 
 _register_search_commands()
 
+
+def _register_review_commands() -> None:
+    from heaters_resources import cli_review
+
+    app.command("review")(cli_review.review)
+    app.command("export")(cli_review.export)
+
+
+_register_review_commands()

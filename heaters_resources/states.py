@@ -620,6 +620,29 @@ def mark_failed(db: Database, entity: Entity, entity_id: int, step: str,
 # ------------------------------------------------------------------------------ review
 
 
+class StaleActionError(ConflictError):
+    """The clip changed since the reviewer saw it (the page's `clip_version` no longer matches):
+    the action is refused rather than applied to a state the reviewer never saw."""
+
+
+def clip_version(state: str, updated_at: Any) -> str:
+    """Opaque token of a clip's state and last change; a review page sends it back with an
+    action so that a stale page (another reviewer acted, or an undo) cannot act twice."""
+    stamp = updated_at.isoformat() if hasattr(updated_at, "isoformat") else str(updated_at)
+    return f"{state}@{stamp}"
+
+
+def _guard(session: Session, clip_id: int, expected_version: str | None) -> None:
+    """Lock the clip and refuse with `StaleActionError` unless it is at `expected_version`
+    (in the caller's transaction, so the check and the transition cannot interleave)."""
+    if expected_version is None:
+        return
+    row = _lock(session, "clip", [clip_id], _CLIPS.c.updated_at)[clip_id]
+    if clip_version(row.state, row.updated_at) != expected_version:
+        raise StaleActionError(f"clip {clip_id} changed since the page was loaded "
+                               f"(it is now {row.state!r}); reload to see it")
+
+
 def _record(session: Session, action: str, clip_ids: Sequence[int], previous: Sequence[str],
             actor: str, payload: Mapping[str, Any] | None = None,
             undoes: int | None = None) -> int:
@@ -630,30 +653,37 @@ def _record(session: Session, action: str, clip_ids: Sequence[int], previous: Se
 
 
 def _review(db: Database, action: str, clip_id: int, actor: str,
-            payload: Mapping[str, Any] | None = None) -> int:
+            payload: Mapping[str, Any] | None = None,
+            expected_version: str | None = None) -> int:
     def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
         rows = _apply(session, "clip", action, [clip_id], reviewed_at=func.now())
         return _record(session, action, [clip_id], [rows[clip_id].state], actor, payload)
 
     return db.run(work)
 
 
-def approve_clip(db: Database, clip_id: int, actor: str = "") -> int:
+def approve_clip(db: Database, clip_id: int, actor: str = "", *,
+                 expected_version: str | None = None) -> int:
     """pending_review -> approved; returns the review event id."""
-    return _review(db, "approve", clip_id, actor)
+    return _review(db, "approve", clip_id, actor, expected_version=expected_version)
 
 
-def skip_clip(db: Database, clip_id: int, actor: str = "") -> int:
-    return _review(db, "skip", clip_id, actor)
+def skip_clip(db: Database, clip_id: int, actor: str = "", *,
+              expected_version: str | None = None) -> int:
+    return _review(db, "skip", clip_id, actor, expected_version=expected_version)
 
 
-def archive_clip(db: Database, clip_id: int, actor: str = "") -> int:
-    return _review(db, "archive", clip_id, actor)
+def archive_clip(db: Database, clip_id: int, actor: str = "", *,
+                 expected_version: str | None = None) -> int:
+    return _review(db, "archive", clip_id, actor, expected_version=expected_version)
 
 
-def request_split(db: Database, clip_id: int, frame: int, actor: str = "") -> int:
+def request_split(db: Database, clip_id: int, frame: int, actor: str = "", *,
+                  expected_version: str | None = None) -> int:
     """pending_review -> splitting at `frame` (strictly inside the clip)."""
     def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
         rows = _lock(session, "clip", [clip_id], _CLIPS.c.start_frame, _CLIPS.c.end_frame)
         row = rows[clip_id]
         to_state = _check("clip", "request_split", rows)
@@ -667,9 +697,11 @@ def request_split(db: Database, clip_id: int, frame: int, actor: str = "") -> in
     return db.run(work)
 
 
-def request_merge(db: Database, clip_id: int, actor: str = "") -> int:
+def request_merge(db: Database, clip_id: int, actor: str = "", *,
+                  expected_version: str | None = None) -> int:
     """Merge a pending clip with the previous live clip of its video: both go to `merging`."""
     def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
         target = session.execute(select(_CLIPS.c.source_video_id, _CLIPS.c.start_frame)
                                  .where(_CLIPS.c.id == clip_id)).first()
         if target is None:
@@ -692,10 +724,12 @@ def request_merge(db: Database, clip_id: int, actor: str = "") -> int:
     return db.run(work)
 
 
-def undo_review(db: Database, clip_id: int, actor: str = "") -> int:
+def undo_review(db: Database, clip_id: int, actor: str = "", *,
+                expected_version: str | None = None) -> int:
     """Undo the latest not-yet-undone review action on `clip_id`, restoring the states it
     replaced. Refused once the action's effect moved on (e.g. the merge already ran)."""
     def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
         ev = ReviewEvent.__table__
         undone = select(ev.c.undoes_event_id).where(ev.c.undoes_event_id.is_not(None))
         event = session.execute(

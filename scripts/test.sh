@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev,ml
+if ! command -v chromium >/dev/null 2>&1; then
+  # The review page's browser tests drive Debian's Chromium through Playwright.
+  echo "test.sh: installing chromium (apt)" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+fi
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

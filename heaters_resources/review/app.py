@@ -1,0 +1,230 @@
+"""The review web app: a Starlette app with server-rendered Jinja templates and one small script.
+
+`create_app(db, store, config)` takes its database and object store explicitly (tests pass the
+pgserver database and a temporary store; `heaters review` builds them from the settings).
+Routes:
+
+    GET  /                         the queue: one pending clip (or ?clip=ID), actions, progress
+    GET  /progress                 the progress panel alone (HTML fragment the page polls)
+    POST /api/clips/{id}/{action}  approve | skip | archive | merge | split  (JSON or form)
+    POST /api/undo                 undo this reviewer's last action
+    GET  /media/clip/{id}          the clip file (Range requests) / presigned redirect on S3
+    GET  /media/artifact/{id}      a keyframe or sprite sheet
+    GET  /healthz                  liveness
+
+Database work runs in Starlette's thread pool so a slow query never stalls video streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from heaters_resources.db import Database
+from heaters_resources.review import actions, queries
+from heaters_resources.review.media import object_response
+from heaters_resources.review.queries import RunLookup
+from heaters_resources.review.security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    ReviewSession,
+    SecurityMiddleware,
+    Signer,
+    verify_csrf,
+)
+from heaters_resources.storage import ObjectStore
+
+HERE = Path(__file__).parent
+MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """How the app behaves; `token` is required by `security.check_bind` for non-local binds."""
+
+    token: str | None = None
+    reviewer: str = "reviewer"
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    claim_seconds: float = 300.0
+    similar_k: int = 6
+    poll_ms: int = 2000
+
+
+def timecode(seconds: float | None) -> str:
+    """`H:MM:SS.ss` in the source video (frame numbers are shown beside it)."""
+    if seconds is None:
+        return "?"
+    centis = round(seconds * 100)
+    h, rest = divmod(centis, 360_000)
+    m, rest = divmod(rest, 6000)
+    return f"{h}:{m:02d}:{rest // 100:02d}.{rest % 100:02d}"
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["timecode"] = timecode
+    return env
+
+
+class ReviewApp:
+    """Route handlers bound to one database, store and configuration."""
+
+    def __init__(self, db: Database, store: ObjectStore, config: ReviewConfig,
+                 runs: RunLookup | None) -> None:
+        self.db, self.store, self.config, self.runs = db, store, config, runs
+        self.claims = actions.Claims(config.claim_seconds)
+        self.env = _templates()
+
+    # ------------------------------------------------------------------ helpers
+
+    def actor(self, session: ReviewSession) -> str:
+        return f"{self.config.reviewer}@web-{session.short}"
+
+    def render(self, name: str, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(**context)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------------ pages
+
+    async def queue(self, request: Request) -> StarletteResponse:
+        session: ReviewSession = request.state.review_session
+        requested = request.query_params.get("clip")
+        notice = request.query_params.get("notice", "")[:300]
+        clip_id: int | None = None
+        if requested and requested.isdigit():
+            clip_id = int(requested)
+        else:
+            pending = await run_in_threadpool(queries.pending_clip_ids, self.db)
+            clip_id = self.claims.pick(pending, session.sid)
+        clip = await run_in_threadpool(queries.clip_view, self.db, clip_id) if clip_id else None
+        if requested and clip is None:
+            notice = notice or f"Clip {requested} does not exist."
+        similar = (await run_in_threadpool(queries.similar_clips, self.db, clip.id,
+                                           self.config.similar_k) if clip else [])
+        holder = self.claims.holder(clip.id) if clip else None
+        context = {
+            "clip": clip, "similar": similar, "notice": notice,
+            "csrf": session.csrf, "reviewer": self.actor(session),
+            "pending": await run_in_threadpool(queries.pending_count, self.db),
+            "events": await self._events(session),
+            "shared": holder is not None and holder != session.sid,
+            "poll_ms": self.config.poll_ms,
+        }
+        return self.render("queue.html", **context)
+
+    async def progress(self, request: Request) -> StarletteResponse:
+        events = await self._events(request.state.review_session)
+        return self.render("_progress.html", events=events)
+
+    async def _events(self, session: ReviewSession) -> list[queries.EventView]:
+        return await run_in_threadpool(queries.recent_events, self.db, self.actor(session), 8,
+                                       self.runs)
+
+    # ------------------------------------------------------------------ actions
+
+    async def clip_action(self, request: Request) -> StarletteResponse:
+        session: ReviewSession = request.state.review_session
+        form, error = await self._read_form(request, session)
+        if error is not None:
+            return error
+        clip_id = int(request.path_params["clip_id"])
+        action = request.path_params["action"]
+        frame_text = form.get("frame", "")
+        frame = int(frame_text) if frame_text.lstrip("-").isdigit() else None
+        outcome = await run_in_threadpool(
+            lambda: actions.perform(self.db, action, clip_id, version=form.get("version", ""),
+                                    actor=self.actor(session), frame=frame))
+        if outcome.ok:
+            self.claims.release(clip_id, session.sid)
+        return self._answer(request, outcome, next_url="/" if outcome.ok else f"/?clip={clip_id}")
+
+    async def undo(self, request: Request) -> StarletteResponse:
+        session: ReviewSession = request.state.review_session
+        _form, error = await self._read_form(request, session)
+        if error is not None:
+            return error
+        outcome = await run_in_threadpool(actions.undo_last, self.db, self.actor(session))
+        target = f"/?clip={outcome.clip_id}" if outcome.ok and outcome.clip_id else "/"
+        return self._answer(request, outcome, next_url=target)
+
+    async def _read_form(self, request: Request, session: ReviewSession,
+                         ) -> tuple[dict[str, str], StarletteResponse | None]:
+        """The body as a flat dict (JSON or urlencoded, no multipart), CSRF-checked."""
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            return {}, PlainTextResponse("request too large", status_code=413)
+        try:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                data = json.loads(raw or b"{}")
+                form = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            else:
+                form = dict(parse_qsl(raw.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError):
+            return {}, PlainTextResponse("malformed request body", status_code=400)
+        if not verify_csrf(session, request.headers.get(CSRF_HEADER), form.get(CSRF_FIELD)):
+            return form, PlainTextResponse("CSRF token missing or wrong: reload the page.",
+                                           status_code=403)
+        return form, None
+
+    @staticmethod
+    def _answer(request: Request, outcome: actions.ActionOutcome,
+                next_url: str) -> StarletteResponse:
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"ok": outcome.ok, "message": outcome.message,
+                                 "kind": outcome.kind, "event_id": outcome.event_id,
+                                 "clip_id": outcome.clip_id, "next": next_url},
+                                status_code=outcome.status_code)
+        sep = "&" if "?" in next_url else "?"
+        return RedirectResponse(f"{next_url}{sep}{urlencode({'notice': outcome.message})}",
+                                status_code=303)
+
+    # ------------------------------------------------------------------ media
+
+    async def media(self, request: Request) -> StarletteResponse:
+        kind = "clip" if request.url.path.startswith("/media/clip/") else "artifact"
+        key = await run_in_threadpool(queries.object_key, self.db, kind,
+                                      int(request.path_params["object_id"]))
+        if not key:
+            return PlainTextResponse("no such object", status_code=404)
+        return await run_in_threadpool(object_response, self.store, key)
+
+
+async def _healthz(_request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def create_app(db: Database, store: ObjectStore, config: ReviewConfig | None = None, *,
+               runs: RunLookup | None = None) -> Starlette:
+    """The ASGI app. `runs` maps a review event id to its Dagster run (see `runs.py`)."""
+    config = config or ReviewConfig()
+    review = ReviewApp(db, store, config, runs)
+    routes = [
+        Route("/", review.queue),
+        Route("/progress", review.progress),
+        Route("/api/clips/{clip_id:int}/{action}", review.clip_action, methods=["POST"]),
+        Route("/api/undo", review.undo, methods=["POST"]),
+        Route("/media/clip/{object_id:int}", review.media, methods=["GET", "HEAD"]),
+        Route("/media/artifact/{object_id:int}", review.media, methods=["GET", "HEAD"]),
+        Route("/healthz", _healthz),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    middleware = [Middleware(SecurityMiddleware, signer=Signer(config.secret),  # type: ignore[arg-type]
+                             token=config.token)]
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.review = review
+    return app
