@@ -5,8 +5,9 @@ temporary HEATERS_HOME (embedded Postgres, local object store), embeds them once
 re-embeds all of them with ``overwrite``:
 
 - ``direct``: ``heaters_resources.embeddings.embed_clips`` over all N clips in one process;
-- ``dagster``: what a backfill of ``clip_embedding`` does with its backfill policy (100 clip
-  partitions per run): N/100 runs of ``embed_clips_job`` over partition ranges, each launched
+- ``dagster``: what a backfill of ``clip_embedding`` does with its backfill policy
+  (``EMBED_CLIPS_PER_RUN`` clip partitions per run): runs of ``embed_clips_job`` over partition
+  ranges, each launched
   with ``dagster job execute`` (process start-up, instance and event log writes included).
 
 Usage: ``python -m benchmarks.bench_backfill [--clips 500] [--model heaters/pixels-v1]``.
@@ -35,11 +36,10 @@ from heaters_resources.dagster_instance import (
 )
 from heaters_resources.db import Database
 from heaters_resources.embedded_pg import ensure_server, stop_server
+from heaters_resources.embeddings import EMBED_CLIPS_PER_RUN as PER_RUN  # the asset's policy
 from heaters_resources.embeddings import embed_clips
 from heaters_resources.settings import Settings
 from heaters_resources.storage import LocalObjectStore
-
-PER_RUN = 100
 
 
 def frames(out: Path, count: int = 24) -> list[Path]:
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=500)
     ap.add_argument("--model", default="heaters/pixels-v1")
     ap.add_argument("--model-path", default=None)
+    ap.add_argument("--random-clip", action="store_true",
+                    help="a randomly initialized CLIP ViT-B/32 (real architecture and cost)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
         home = Path(tmp) / "home"
@@ -92,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             store = LocalObjectStore(settings.objects_dir)
             (Path(tmp) / "jpg").mkdir()
             idents = build_library(db, store, args.clips, frames(Path(tmp) / "jpg"))
+            if args.random_clip:
+                from benchmarks.bench_embed import random_vit_b32
+
+                args.model = "bench/clip-vit-b32-random"
+                args.model_path = str(random_vit_b32(Path(tmp) / "clip"))
             cfg = {"model": args.model, "model_path": args.model_path}
             first = embed_clips(db, store, idents, **cfg)
             assert not first.failed, first.failed
@@ -105,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             env.update(prepare_dagster_home(settings), HEATERS_HOME=str(home))
             run_config = {"ops": {"clip_embedding": {"config": {**{
                 k: v for k, v in cfg.items() if v}, "overwrite": True}}}}
+            config_file = Path(tmp) / "run_config.json"  # JSON is YAML, which --config reads
+            config_file.write_text(json.dumps(run_config))
             os.environ.update(DAGSTER_HOME=env["DAGSTER_HOME"],
                               HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"])
             import dagster as dg
@@ -114,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             runs = 0
             for lo in range(0, len(idents), PER_RUN):
                 chunk = idents[lo:lo + PER_RUN]
-                subprocess.run(dagster_command(
+                proc = subprocess.run(dagster_command(
                     "job", "execute", "-m", DEFINITIONS_MODULE, "-j", "embed_clips_job",
                     "--tags", json.dumps(partition_range_tags(chunk[0], chunk[-1])),
-                    "--config-json", json.dumps(run_config)), env=env, check=True,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    "--config", str(config_file)), env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"dagster job execute failed:\n{proc.stderr[-3000:]}")
                 runs += 1
             dagster_s = time.perf_counter() - t0
         finally:

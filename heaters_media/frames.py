@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from heaters_media.errors import CorruptMediaError, ToolFailedError
-from heaters_media.tools import FFMPEG, require_tool, stderr_tail
+from heaters_media.tools import FFMPEG, require_tool, stderr_tail, video_input_args
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,7 @@ def stream_frames(
     if fast_decode:
         cmd += ["-skip_loop_filter", "all"]
     cmd += [
-        "-i",
-        str(Path(path)),
-        "-map",
-        "0:v:0",
-        "-an",
-        "-sn",
-        "-dn",
+        *video_input_args(path),
         "-vf",
         f"scale={geometry.width}:{geometry.height}:flags=area,format=rgb24",
         "-fps_mode",

@@ -14,7 +14,14 @@ from pathlib import Path
 from heaters_media.errors import CorruptMediaError, InvalidInputError
 from heaters_media.results import Result
 from heaters_media.split import probe_video
-from heaters_media.tools import existing_file, ffmpeg_cmd, publish, run, staging_dir
+from heaters_media.tools import (
+    existing_file,
+    ffmpeg_cmd,
+    publish,
+    run,
+    staging_dir,
+    video_input_args,
+)
 
 #: Positions (percent of the clip) of each strategy.
 STRATEGIES: dict[str, tuple[int, ...]] = {"midpoint": (50,), "multi": (25, 50, 75)}
@@ -78,13 +85,7 @@ def extract_keyframes(
     with staging_dir(out) as stage:
         run(
             ffmpeg_cmd(
-                "-i",
-                str(src),
-                "-map",
-                "0:v:0",
-                "-an",
-                "-sn",
-                "-dn",
+                *video_input_args(src),
                 "-vf",
                 f"select={select}",
                 "-fps_mode",

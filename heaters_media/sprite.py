@@ -17,7 +17,7 @@ from pathlib import Path
 from heaters_media.errors import InvalidInputError
 from heaters_media.results import Result
 from heaters_media.split import probe_video
-from heaters_media.tools import atomic_path, existing_file, ffmpeg_cmd, run
+from heaters_media.tools import atomic_path, existing_file, ffmpeg_cmd, run, video_input_args
 
 #: Largest dimension (pixels) a baseline JPEG can have, with a little margin to 65535.
 JPEG_MAX_DIMENSION = 65500
@@ -158,13 +158,7 @@ def make_sprite(
     with atomic_path(out) as tmp_img, atomic_path(meta_path) as tmp_meta:
         run(
             ffmpeg_cmd(
-                "-i",
-                str(src),
-                "-map",
-                "0:v:0",
-                "-an",
-                "-sn",
-                "-dn",
+                *video_input_args(src),
                 "-vf",
                 graph,
                 "-frames:v",

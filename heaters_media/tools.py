@@ -121,3 +121,8 @@ def publish(files: Sequence[Path], out_dir: Path) -> list[Path]:
 def h264_args(preset: str, crf: int) -> list[str]:
     """Encoder arguments for browser-playable video: H.264, yuv420p (the one encoding we make)."""
     return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+
+
+def video_input_args(src: str | os.PathLike[str]) -> list[str]:
+    """Read ``src`` and keep only its first video stream (audio, subtitles, data dropped)."""
+    return ["-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn"]

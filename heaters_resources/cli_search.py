@@ -127,7 +127,7 @@ def embed_missing(
             help="Embed here, without Dagster (small libraries, no daemon).")] = False,
         batch_size: Annotated[int, typer.Option(min=1)] = 32) -> None:
     """Embed only the clips (approved/embedded) that lack MODEL/STRATEGY vectors: one
-    `dagster job execute` of embed_clips_job per range of at most 100 clips, or --local."""
+    `dagster job execute` of embed_clips_job per range of at most 500 clips, or --local."""
     model, strategy = _space(model, strategy)
     settings = Settings.from_env()
     with _errors():

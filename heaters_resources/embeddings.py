@@ -37,10 +37,17 @@ from heaters_media.embed_models import resolve_model
 from heaters_media.errors import CorruptMediaError, InvalidInputError
 from heaters_resources import states
 from heaters_resources.db import Database
-from heaters_resources.errors import HeatersStateError, NotFoundError
+from heaters_resources.errors import HeatersStateError
 from heaters_resources.models import Clip, ClipArtifact, ClipEmbedding
 from heaters_resources.search import ensure_hnsw_index
-from heaters_resources.steps import ClipBatchOutcome, ProgressFn, _workdir, describe_error, fetch
+from heaters_resources.steps import (
+    ClipBatchOutcome,
+    ProgressFn,
+    clips_by_identifier,
+    describe_error,
+    fetch,
+    scratch_dir,
+)
 from heaters_resources.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,12 @@ KEYFRAMES_FOR: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 #: Clips that should carry the default embedding (the backfill's scope).
 EMBEDDABLE_STATES = ("approved", "embedded")
+
+
+# Clips per embedding run. Embedding runs are limited to one at a time (dagster.yaml), so
+# smaller runs buy no parallelism, while each run pays for a process and a model load (about
+# 7 s for CLIP on CPU): large runs keep a re-embedding backfill close to direct calls.
+EMBED_CLIPS_PER_RUN = 500
 
 
 class EmbeddingDimensionError(InvalidInputError):
@@ -265,7 +278,7 @@ def embed_clips(
     strategy = strategy or default_strategy()
     offline = bool(offline)
     out = ClipBatchOutcome("embedding", details={"model": model, "strategy": strategy})
-    clips = _clips(db, identifiers)
+    clips = clips_by_identifier(db, identifiers)
     start, store_only = _select(db, clips, model, strategy, overwrite, before_review, out)
     started = _start(db, start, out)
     items = [_Item(c, [], False) for c in started] + [_Item(c, [], True) for c in store_only]
@@ -283,7 +296,7 @@ def embed_clips(
         if progress:
             progress(0.05, f"{len(items)} clips, model {spec.name} ({spec.family})")
         keyframes = _keyframe_keys(db, [it.clip.id for it in items], strategy)
-        with _workdir(workdir) as tmp:
+        with scratch_dir(workdir) as tmp:
             ready = []
             for it in items:
                 it.keys = keyframes.get(it.clip.id, [])
@@ -335,16 +348,6 @@ def embed_clips(
     return out
 
 
-def _clips(db: Database, identifiers: Sequence[str]) -> list[Clip]:
-    with db.session() as session:
-        found = {c.identifier: c for c in session.scalars(
-            select(Clip).where(Clip.identifier.in_(list(identifiers))))}
-    missing = [i for i in identifiers if i not in found]
-    if missing:
-        raise NotFoundError(f"unknown clip(s): {', '.join(missing[:10])}")
-    return [found[i] for i in identifiers]
-
-
 # ----------------------------------------------------------------------- missing / backfill
 
 
@@ -367,7 +370,7 @@ def clips_missing_embedding(db: Database, model: str | None = None,
 
 
 def partition_ranges(wanted: Sequence[str], order: Sequence[str],
-                     max_per_run: int = 100) -> list[tuple[str, str]]:
+                     max_per_run: int = EMBED_CLIPS_PER_RUN) -> list[tuple[str, str]]:
     """Group ``wanted`` partition keys into (first, last) ranges of ``order`` (the instance's
     partition order) that contain only wanted keys, at most ``max_per_run`` each. Keys missing
     from ``order`` are ignored (add them as partitions first)."""

@@ -61,7 +61,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _workdir(base: Path | None) -> Iterator[Path]:
+def scratch_dir(base: Path | None) -> Iterator[Path]:
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="heaters-step-", dir=base))
@@ -118,7 +118,7 @@ def ingest_source_video(
     video = states.get_source_video(db, video_id)
     states.start_downloading(db, video_id, overwrite=overwrite)
     try:
-        with _workdir(workdir) as tmp:
+        with scratch_dir(workdir) as tmp:
             source = ingest_source_path(store, video.source, tmp)
             result = ingest(source, tmp / "in", max_height=max_height,
                             force_normalize=force_normalize, progress=progress)
@@ -197,7 +197,7 @@ def splice_source_video(
     before = clip_identifiers_of_video(db, video_id)
     states.start_splicing(db, video_id, overwrite=overwrite, scene_params=params)
     try:
-        with _workdir(workdir) as tmp:
+        with scratch_dir(workdir) as tmp:
             source = fetch(store, playable_key(video), tmp)
 
             def part(lo: float, hi: float) -> ProgressFn | None:
@@ -275,7 +275,7 @@ def _clip_batch(
     t0 = time.perf_counter()
     out = ClipBatchOutcome(step)
     clips = clips_by_identifier(db, identifiers)
-    with _workdir(workdir) as tmp:
+    with scratch_dir(workdir) as tmp:
         for n, clip in enumerate(clips, 1):
             try:
                 start(db, clip.id)
@@ -379,7 +379,7 @@ def execute_merge(db: Database, store: ObjectStore, clip_ids: Sequence[int], *,
         a, b = clips
         video_id = a.source_video_id
         ident = keys.clip_identifier(video_id, a.start_frame, b.end_frame)
-        with _workdir(workdir) as tmp:
+        with scratch_dir(workdir) as tmp:
             pa = fetch(store, a.storage_key or "", tmp)
             pb = fetch(store, b.storage_key or "", tmp)
             merged = merge_clips(pa, pb, tmp / f"{ident}.mp4")
@@ -398,7 +398,7 @@ def execute_split(db: Database, store: ObjectStore, clip_id: int, frame: int, *,
     clip = states.get_clip(db, clip_id)
     try:
         video_id = clip.source_video_id
-        with _workdir(workdir) as tmp:
+        with scratch_dir(workdir) as tmp:
             local = fetch(store, clip.storage_key or "", tmp)
             result = split_clip_at(local, frame - clip.start_frame, tmp / "parts")
             idents = []

@@ -9,7 +9,7 @@ the queued run coordinator in ``dagster.yaml`` limits to one at a time (one GPU 
 import dagster as dg
 
 from heaters_assets.assets.clips import keyframes
-from heaters_assets.partitions import CLIP_BACKFILL_POLICY, clips_partitions
+from heaters_assets.partitions import EMBEDDING_BACKFILL_POLICY, clips_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import embeddings
 from heaters_resources.resources import DatabaseResource, ObjectStoreResource
@@ -37,7 +37,7 @@ class EmbeddingConfig(dg.Config):
     partitions_def=clips_partitions,
     group_name="clips",
     deps=[keyframes],
-    backfill_policy=CLIP_BACKFILL_POLICY,
+    backfill_policy=EMBEDDING_BACKFILL_POLICY,
     op_tags=EMBEDDING_TAGS,
     description="Image embedding of the clip's keyframes (pgvector, HNSW cosine), one row per "
                 "(clip, model, strategy). Approved clips move to embedded.",

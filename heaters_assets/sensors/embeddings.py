@@ -2,7 +2,7 @@
 "embed only missing" backfill for the configured (model, strategy) (off by default).
 
 Both request runs over partition ranges that contain only the wanted clips (in the instance's
-partition order), at most 100 clips per run, so a model is loaded once per run.
+partition order), at most EMBED_CLIPS_PER_RUN clips per run, so a model is loaded once per run.
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,6 @@ from heaters_resources.models import Clip, ReviewEvent
 from heaters_resources.resources import DatabaseResource
 
 BATCH = 500
-MAX_PER_RUN = 100
 
 
 def _requests(context: dg.SensorEvaluationContext, identifiers: Sequence[str], key: str,
@@ -26,7 +25,7 @@ def _requests(context: dg.SensorEvaluationContext, identifiers: Sequence[str], k
     order = list(context.instance.get_dynamic_partitions(CLIPS))
     known = set(order)
     new = [i for i in identifiers if i not in known]
-    ranges = embeddings.partition_ranges(identifiers, order + new, MAX_PER_RUN)
+    ranges = embeddings.partition_ranges(identifiers, order + new)
     requests = [dg.RunRequest(run_key=f"{key}-{first}-{last}",
                               tags=partition_range_tags(first, last)) for first, last in ranges]
     adds = [dg.AddDynamicPartitionsRequest(partitions_def_name=CLIPS, partition_keys=new)]
