@@ -206,14 +206,30 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     )
 
 
-def keyframe_indices(path: str | os.PathLike[str]) -> list[int]:
-    """Indices (presentation order) of the video key frames, read from packets without decoding."""
+@dataclass(frozen=True)
+class PacketIndex:
+    """Video packets in presentation order: how many, and which are key frames (with times)."""
+
+    count: int
+    keyframes: list[int]
+    keyframe_times: list[float]  # seconds from the start of the file, same order as keyframes
+
+
+def packet_index(path: str | os.PathLike[str]) -> PacketIndex:
+    """Read the video packets (demux only, no decoding): counts and key-frame positions."""
     p = existing_file(path)
-    info = _ffprobe_json(["-select_streams", "v:0", "-show_entries", "packet=pts,flags"], p)
-    packets = info.get("packets") or []
-    pts = sorted(
-        (int(pk["pts"]), "K" in pk.get("flags", ""))
-        for pk in packets
+    info = _ffprobe_json(["-select_streams", "v:0", "-show_entries", "packet=pts,pts_time,flags",
+                          "-show_entries", "format=start_time"], p)
+    packets = sorted(
+        (int(pk["pts"]), float(pk.get("pts_time") or 0.0), "K" in pk.get("flags", ""))
+        for pk in info.get("packets") or []
         if str(pk.get("pts", "")).lstrip("-").isdigit()
     )
-    return [i for i, (_, key) in enumerate(pts) if key]
+    start = float((info.get("format") or {}).get("start_time") or 0.0)
+    keys = [(i, t - start) for i, (_, t, key) in enumerate(packets) if key]
+    return PacketIndex(len(packets), [i for i, _ in keys], [t for _, t in keys])
+
+
+def keyframe_indices(path: str | os.PathLike[str]) -> list[int]:
+    """Indices (presentation order) of the video key frames, read from packets without decoding."""
+    return packet_index(path).keyframes

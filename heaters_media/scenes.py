@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,8 +30,14 @@ import cv2
 import numpy as np
 
 from heaters_media.errors import CorruptMediaError, InvalidInputError
-from heaters_media.frames import analysis_geometry, stream_frames
-from heaters_media.probe import probe
+from heaters_media.frames import (
+    FrameGeometry,
+    Segment,
+    analysis_geometry,
+    plan_segments,
+    stream_frames,
+)
+from heaters_media.probe import packet_index, probe
 from heaters_media.results import Result
 
 ProgressFn = Callable[[float, str], None]
@@ -187,6 +195,62 @@ def _scorer(detector: str) -> FrameScorer:
     return HistogramScorer() if detector == "histogram" else ContentScorer()
 
 
+@dataclass
+class _SegmentScores:
+    scores: np.ndarray
+    first: np.ndarray | None
+    last: np.ndarray | None
+    frames: int
+
+
+def _score_segments(
+    path: str | os.PathLike[str], geometry: FrameGeometry, detector: str,
+    segments: list[Segment], fast_decode: bool, cpus: int, progress: ProgressFn | None,
+    total: int,
+) -> tuple[np.ndarray, int] | None:
+    """Score every frame, decoding the segments side by side (one ffmpeg each).
+
+    Each segment is scored on its own; the score of a segment's first frame is then recomputed
+    against the previous segment's last frame, so the result equals one sequential pass.
+    Returns None if a segment (of several) did not yield exactly its frames.
+    """
+    lock = threading.Lock()
+    done = [0]
+    threads = max(1, cpus // len(segments)) if len(segments) > 1 else 0
+
+    def run(seg: Segment) -> _SegmentScores:
+        scorer = _scorer(detector)
+        parts: list[np.ndarray] = []
+        first = last = None
+        n = 0
+        limit = seg.end - seg.start if len(segments) > 1 and seg.seek is None else None
+        for chunk in stream_frames(path, geometry, fast_decode=fast_decode, threads=threads,
+                                   seek=seg.seek, max_frames=limit):
+            if first is None:
+                first = chunk[0].copy()
+            last = chunk[-1]
+            parts.append(scorer.score(chunk))
+            n += len(chunk)
+            if progress:
+                with lock:
+                    done[0] += len(chunk)
+                    progress(min(done[0] / max(total, 1), 1.0), f"{done[0]} frames")
+        scores = np.concatenate(parts) if parts else np.zeros(0)
+        return _SegmentScores(scores, first, None if last is None else last.copy(), n)
+
+    if len(segments) == 1:
+        results = [run(segments[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(segments)) as pool:
+            results = list(pool.map(run, segments))
+        if any(r.frames != seg.end - seg.start for r, seg in zip(results, segments, strict=True)):
+            return None
+        for prev, cur in itertools.pairwise(results):
+            assert prev.last is not None and cur.first is not None
+            cur.scores[0] = _scorer(detector).score(np.stack([prev.last, cur.first]))[1]
+    return np.concatenate([r.scores for r in results]), sum(r.frames for r in results)
+
+
 def detect_scenes(
     path: str | os.PathLike[str],
     *,
@@ -195,6 +259,7 @@ def detect_scenes(
     min_scene_len: float = 1.0,
     analysis_width: int | None = None,
     fast_decode: bool = True,
+    workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> SceneDetectionResult:
     """Detect hard cuts in ``path`` with one streamed decode; see the module doc for detectors."""
@@ -212,17 +277,21 @@ def detect_scenes(
     info = probe(path)
     started = time.perf_counter()
     geometry = analysis_geometry(info.width, info.height, width)
-    scorer = _scorer(detector)
-    parts: list[np.ndarray] = []
-    done = 0
-    for chunk in stream_frames(path, geometry, fast_decode=fast_decode):
-        parts.append(scorer.score(chunk))
-        done += len(chunk)
-        if progress:
-            progress(min(done / max(info.frame_count, 1), 1.0), f"{done} frames")
+    segments = [Segment(0, info.frame_count, None)]
+    parallel = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if parallel > 1:
+        index = packet_index(path)
+        segments = plan_segments(index.count, index.keyframes, index.keyframe_times, parallel)
+    scored = _score_segments(path, geometry, detector, segments, fast_decode, parallel,
+                             progress, info.frame_count)
+    if scored is None:  # a segment did not decode to its expected frames: play it safe
+        segments = [Segment(0, info.frame_count, None)]
+        scored = _score_segments(path, geometry, detector, segments, fast_decode, 1, progress,
+                                 info.frame_count)
+    assert scored is not None
+    scores, done = scored
     if done == 0:
         raise CorruptMediaError(f"no decodable video frames in {os.fspath(path)}")
-    scores = np.concatenate(parts)
     candidates, strength = candidate_cuts(detector, scores, threshold)
     min_frames = max(1, round(min_scene_len * info.fps))
     cuts = enforce_min_length(candidates, min_frames)
@@ -239,6 +308,7 @@ def detect_scenes(
             "analysis_width": geometry.width,
             "analysis_height": geometry.height,
             "fast_decode": fast_decode,
+            "decode_segments": len(segments),
             "fps": info.fps,
             "frames_analysed": done,
             "frames_declared": info.frame_count,

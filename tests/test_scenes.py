@@ -185,3 +185,44 @@ def test_min_length_and_geometry_helpers() -> None:
     assert (g.width, g.height) == (160, 90)
     g = analysis_geometry(100, 75, 160)
     assert g.width == 100 and g.height % 2 == 0
+
+
+def test_parallel_segments_give_the_same_result_as_one_pass(tmp_path: Path) -> None:
+    """Segments decoded side by side (split at key frames) score exactly like one decode,
+    including the cut that falls on the segment boundary."""
+    lengths = [140, 130, 150, 120, 145]
+    video = make_video(tmp_path / "gop.mp4", lengths, gop=10)
+    one = detect_scenes(video, workers=1)
+    two = detect_scenes(video, workers=2, min_scene_len=1.0)
+    four = detect_scenes(video, workers=4)
+    assert one.metadata["decode_segments"] == 1
+    assert two.metadata["decode_segments"] == 2 and four.metadata["decode_segments"] >= 2
+    assert one.cut_frames == two.cut_frames == four.cut_frames == cut_frames_of(lengths)
+    assert one.metadata["cut_strengths"] == two.metadata["cut_strengths"]
+
+
+def test_segment_plan_uses_key_frames_near_equal_shares() -> None:
+    from heaters_media.frames import plan_segments
+
+    keys = [0, 100, 240, 500, 760, 900]
+    times = [k / 25 for k in keys]
+    segs = plan_segments(1000, keys, times, parts=2)
+    assert [(s.start, s.end) for s in segs] == [(0, 500), (500, 1000)]
+    assert segs[0].seek is None and segs[1].seek == pytest.approx(20.0005)
+    assert len(plan_segments(1000, [0], [0.0], parts=4)) == 1  # no key frame to split at
+    assert len(plan_segments(300, keys, times, parts=2)) == 1  # too short to be worth it
+
+
+def test_bad_segment_falls_back_to_one_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment that does not decode to exactly its frames (here: a seek to a time that is not
+    a key frame) is detected, and the video is decoded in one pass instead."""
+    from heaters_media import frames, scenes
+
+    lengths = [60, 40, 50, 70]
+    video = make_video(tmp_path / "gop.mp4", lengths, gop=10)
+    wrong = [frames.Segment(0, 105, None), frames.Segment(105, 220, 105 / 25 + 0.0005)]
+    monkeypatch.setattr(scenes, "plan_segments", lambda *a, **k: wrong)
+    result = detect_scenes(video, workers=2)
+    assert result.metadata["decode_segments"] == 1
+    assert result.cut_frames == cut_frames_of(lengths)
