@@ -40,9 +40,6 @@ Action = Literal["none", "remux", "transcode_audio", "transcode"]
 #: same format name, so the suffix is what tells them apart (and what downstream tools look at).
 MP4_SUFFIXES = frozenset({".mp4", ".m4v"})
 
-#: ffmpeg "video" codecs that are really text rendered as frames: a .txt/.nfo file probes as a
-#: ``tty`` stream of ``ansi`` video, which must not be turned into a clip library.
-
 # Problem kinds, ordered by how much work they need to fix.
 _CONTAINER = "container"  # fixed by a remux (stream copy)
 _AUDIO = "audio"  # fixed by re-encoding audio only

@@ -21,8 +21,8 @@ from heaters_media.tools import FFPROBE, existing_file, require_tool, stderr_tai
 
 # ffmpeg "demuxes" still images and even text files as one-frame videos; none is footage.
 STILL_IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
-TEXT_FORMATS = frozenset({"tty", "ansi"})
-TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf", "text"})
+# Demuxer and codec names of text drawn as frames (a .txt/.nfo file probes as ``tty``/``ansi``).
+TEXT_NAMES = frozenset({"tty", "ansi", "bintext", "xbin", "idf", "text"})
 
 
 @dataclass
@@ -149,7 +149,7 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     fmt_name = str(fmt.get("format_name", ""))
     if fmt_name in STILL_IMAGE_FORMATS or fmt_name.endswith("_pipe"):
         raise UnsupportedMediaError(f"{p.name} is a still image, not a video", path=str(p))
-    if fmt_name in TEXT_FORMATS or v.get("codec_name") in TEXT_CODECS:
+    if fmt_name in TEXT_NAMES or v.get("codec_name") in TEXT_NAMES:
         raise UnsupportedMediaError(f"{p.name} is a text file, not a video", path=str(p))
 
     r_rate = _fraction(v.get("r_frame_rate"))

@@ -33,7 +33,6 @@ from heaters_media.errors import (
     InvalidInputError,
     MediaError,
     ToolFailedError,
-    UnsupportedMediaError,
 )
 from heaters_media.probe import ProbeResult, probe
 from heaters_media.results import Result
@@ -157,16 +156,10 @@ def validate_scenes(scenes: Any, frame_count: int) -> list[tuple[int, int]]:
     return pairs
 
 
-#: ffmpeg "video" codecs that are really text drawn as frames (a .txt file probes as ``tty``).
-_TEXT_VIDEO = frozenset({"tty", "ansi", "bintext", "xbin", "idf", "text"})
-
-
 def probe_video(path: str | os.PathLike[str]) -> ProbeResult:
-    """Probe (with the truncation check) a file that must be a real video, with typed errors."""
-    p = probe(existing_file(path), verify=True)
-    if p.format_name in _TEXT_VIDEO or p.video_codec in _TEXT_VIDEO:
-        raise UnsupportedMediaError(f"{Path(p.path).name} is a text file, not a video", path=p.path)
-    return p
+    """Probe (with the truncation check) a file that must be a real video, with typed errors:
+    ``probe`` itself rejects audio-only, still images and text files."""
+    return probe(existing_file(path), verify=True)
 
 
 @dataclass
