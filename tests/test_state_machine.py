@@ -422,3 +422,58 @@ def test_bulk_paths(db: Database) -> None:
         st.start_sprite_generation_many(db, ids)
     with db.session() as s:
         assert s.execute(select(func.count()).where(Clip.state == "keyframed")).scalar() == 499
+
+
+def _clip_pages(db: Database, ids: list[int]) -> dict[int, int]:
+    with db.session() as s:
+        rows = s.execute(text("SELECT id, (ctid::text::point)[0]::bigint FROM clips "
+                              "WHERE id = ANY(:ids)"), {"ids": ids}).all()
+    return {int(i): int(page) for i, page in rows}
+
+
+def test_bulk_transitions_update_rows_in_place(db: Database) -> None:
+    """Four bulk transitions of 2,000 fresh clips keep every row on its page: heap-only (HOT)
+    updates that touch no index and re-check no constraint (migration 0003's fillfactor)."""
+    vid = _downloaded_video(db, frames=10_000_000)
+    st.start_splicing(db, vid)
+    # short rows first (frames 0..), long identifiers after (frames 10^6..)
+    specs = [st.ClipSpec(i * 10, i * 10 + 10) for i in range(1000)] + [
+        st.ClipSpec(1_000_000 + i * 10, 1_000_000 + i * 10 + 10) for i in range(1000)]
+    ids = st.create_clips_from_splice(db, vid, specs)
+    before = _clip_pages(db, ids)
+    assert len(set(before.values())) > 40  # many pages, each shared by many clips
+    st.start_keyframing_many(db, ids)
+    st.complete_keyframing_many(db, {c: [] for c in ids})
+    st.start_sprite_generation_many(db, ids)
+    assert _clip_pages(db, ids) == before
+    st.complete_sprite_generation_many(db, {c: [] for c in ids})
+    assert _clip_pages(db, ids) == before
+    assert _state(db, Clip, ids[-1]) == "pending_review"
+
+
+def test_bulk_values_survive_the_array_encoding(db: Database) -> None:
+    """Bulk inserts send each column as one array literal: quoting, separators, NULL-looking
+    text, non-ASCII and float precision come back exactly."""
+    vid = _downloaded_video(db, frames=1000)
+    st.start_splicing(db, vid)
+    odd = ['clips/a "quoted" key.mp4', "clips/back\\slash\\\\.mp4", "clips/{braces},comma.mp4",
+           "NULL", "clips/\u00fcmlaut \u2013 \u2713.mp4",
+           "clips/ spaces .mp4", "clips/'single'.mp4"]
+    specs = [st.ClipSpec(i * 10, i * 10 + 7, storage_key=k) for i, k in enumerate(odd)]
+    ids = st.create_clips_from_splice(db, vid, specs, fps=29.97)
+    with db.session() as s:
+        rows = {c.id: c for c in s.execute(select(Clip).where(Clip.id.in_(ids))).scalars()}
+    for cid, spec in zip(ids, specs, strict=True):
+        assert rows[cid].storage_key == spec.storage_key
+        assert rows[cid].start_time == spec.start_frame / 29.97
+        assert rows[cid].end_time == spec.end_frame / 29.97
+    st.start_keyframing_many(db, ids)
+    arts = {cid: [st.ArtifactSpec("keyframe", "midpoint", f"{k}.jpg", tag='t"\\,{}',
+                                  meta={"quote": '"', "n": 1.5, "none": None})]
+            for cid, k in zip(ids, odd, strict=True)}
+    assert st.complete_keyframing_many(db, arts) == len(odd)
+    with db.session() as s:
+        got = {a.clip_id: a for a in s.execute(select(ClipArtifact)).scalars()}
+    for cid, (spec,) in arts.items():
+        assert (got[cid].storage_key, got[cid].tag) == (spec.storage_key, spec.tag)
+        assert got[cid].meta == {"quote": '"', "n": 1.5, "none": None}
