@@ -7,10 +7,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from heaters_resources import states as st
@@ -177,3 +179,65 @@ def test_dagster_resources(pg_server: EmbeddedServer, db: Database, tmp_path: Pa
     store = ObjectStoreResource(heaters_home=str(tmp_path)).get_store()
     assert isinstance(store, LocalObjectStore) and store.root == tmp_path / "objects"
     assert SettingsResource(heaters_home=str(tmp_path)).get_settings().home == tmp_path
+
+
+def _terminate(db: Database, pids: list[int]) -> None:
+    """Kill server backends the way a restart or a network cut does (from another connection)."""
+    admin = Database(db.url, auto_migrate=False, pool_size=1)
+    with admin.engine.begin() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(p) FROM unnest(CAST(:p AS int[])) p"),
+                     {"p": pids})
+    admin.dispose()
+
+
+def test_connection_killed_mid_transaction_is_retried_cleanly(db: Database) -> None:
+    """The server drops the connection half-way through a transaction: the half is rolled back,
+    `Database.run` retries on a fresh connection, and the work lands exactly once."""
+    calls: list[int] = []
+
+    def work(session: Any) -> int:
+        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        calls.append(pid)
+        vid = int(session.execute(text(
+            "INSERT INTO source_videos (source) VALUES ('killed') RETURNING id")).scalar_one())
+        if len(calls) == 1:
+            _terminate(db, [pid])
+        session.execute(text("UPDATE source_videos SET title = 'done' WHERE id = :v"), {"v": vid})
+        return vid
+
+    vid = db.run(work)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    with db.session() as s:
+        rows = s.execute(text("SELECT id, title FROM source_videos WHERE source = 'killed'")).all()
+    assert [tuple(r) for r in rows] == [(vid, "done")]
+
+
+def test_transitions_survive_dropped_idle_connections(db: Database) -> None:
+    """Every pooled connection killed while idle (a database restart): the next transition
+    gets a live one (pool pre-ping, else `Database.run`'s retry), without an error."""
+    vid = st.create_source_video(db, "https://example.test/v")
+    db.engine.dispose()  # the pool now holds exactly the one connection opened below
+
+    def pid() -> int:
+        with db.engine.connect() as conn:
+            return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    killed = pid()
+    _terminate(db, [killed])
+    assert st.start_downloading(db, vid).to_state == "downloading"
+    assert pid() != killed
+
+
+def test_lost_connection_retries_are_bounded(db: Database) -> None:
+    """A connection that keeps dying is retried `retries` times, then the error is raised."""
+    calls: list[int] = []
+
+    def always_killed(session: Any) -> None:
+        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        calls.append(pid)
+        _terminate(db, [pid])
+        session.execute(text("SELECT 1"))
+
+    with pytest.raises(OperationalError):
+        db.run(always_killed, retries=2, backoff=0.01)
+    assert len(calls) == 3

@@ -6,6 +6,7 @@ import os
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -179,5 +180,53 @@ def test_purge_scheduled_deletions(db: Database, backend: str,
     assert sorted(result.deleted) == sorted([keys.clip_key(vid, f"{vid}_0_50"),
                                              keys.clip_key(vid, f"{vid}_50_100")])
     assert store.exists(keys.clip_key(vid, f"{vid}_0_100"))
+    with db.session() as s:
+        assert s.execute(select(func.count()).select_from(PendingObjectDeletion)).scalar() == 0
+
+
+def _refuse_deleting(store: S3ObjectStore, refused: str) -> None:
+    """Make S3 refuse one key of every DeleteObjects, as AWS does for a key a policy protects.
+
+    moto answers per-key errors only for locked object versions, never for the plain keys this
+    store deletes, so the refusal is staged at the client's edge: the key is taken out of the
+    request that goes to the server (the object really stays) and the answer gets the
+    `Errors` entry S3 would send for it (documented shape: Key, Code, Message)."""
+    full = store.prefix + refused
+
+    def drop(params: dict[str, Any], **_: Any) -> None:
+        objects = params["Delete"]["Objects"]
+        params["Delete"]["Objects"] = [o for o in objects if o["Key"] != full] or objects
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.setdefault("Errors", []).append(
+            {"Key": full, "Code": "AccessDenied", "Message": "Access Denied"})
+
+    store.client.meta.events.register("before-parameter-build.s3.DeleteObjects", drop)
+    store.client.meta.events.register("after-call.s3.DeleteObjects", answer)
+
+
+def test_s3_refused_key_stays_scheduled_and_is_retried(db: Database,
+                                                      s3_store: S3ObjectStore) -> None:
+    """A key S3 refuses to delete is reported per key, keeps its object and its schedule row,
+    and goes at the next purge; the keys deleted beside it are not retried."""
+    vid, _ = _video_with_objects(db, s3_store)
+    old = [keys.clip_key(vid, f"{vid}_0_50"), keys.clip_key(vid, f"{vid}_50_100")]
+    st.start_splicing(db, vid, overwrite=True)
+    s3_store.upload_bytes(b"c", keys.clip_key(vid, f"{vid}_0_100"))
+    st.create_clips_from_splice(db, vid, [st.ClipSpec(0, 100)], overwrite=True, store=s3_store)
+
+    fresh = S3ObjectStore(s3_store.bucket, prefix="lib", region="us-east-1",
+                          endpoint_url=s3_store.client.meta.endpoint_url)
+    _refuse_deleting(s3_store, old[1])
+    result = purge_scheduled_deletions(db, s3_store)
+    assert result.deleted == [old[0]] and not s3_store.exists(old[0])
+    assert set(result.failed) == {old[1]} and "AccessDenied" in result.failed[old[1]]
+    assert s3_store.exists(old[1])
+    with db.session() as s:
+        left = s.execute(select(PendingObjectDeletion.storage_key)).scalars().all()
+    assert left == [old[1]]
+
+    retry = purge_scheduled_deletions(db, fresh)  # the refusal lifted
+    assert retry.deleted == [old[1]] and retry.ok and not fresh.exists(old[1])
     with db.session() as s:
         assert s.execute(select(func.count()).select_from(PendingObjectDeletion)).scalar() == 0
