@@ -12,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -103,6 +105,75 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+  }
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { status tags { key value } } }
+  }
+}"""
+
+
+def _graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", method="POST",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode()[:3000]}") from exc
+    assert "errors" not in body, body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def _backfill_from_the_ui(port: int, db: Database, log: Path) -> None:
+    """Reprocess every clip as the UI's *Launch backfill* does (the same GraphQL mutation, run
+    config included); the daemon plans the runs by the assets' backfill policy."""
+    with db.session() as s:
+        idents = list(s.scalars(select(Clip.identifier).order_by(Clip.id)))
+    config = {"ops": {"keyframes": {"config": {"overwrite": True, "strategy": "midpoint"}},
+                      "sprite_sheet": {"config": {"overwrite": True}}}}
+    launched = _graphql(port, LAUNCH_BACKFILL, {"params": {
+        "assetSelection": [{"path": ["keyframes"]}, {"path": ["sprite_sheet"]}],
+        "partitionNames": idents, "runConfigData": config, "title": "midpoint keyframes"}})
+    result = launched["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    deadline = time.time() + 300
+    while True:
+        status = _graphql(port, BACKFILL_STATUS, {"id": result["backfillId"]})
+        state = status["partitionBackfillOrError"]["status"]
+        if state not in ("REQUESTED", "CANCELING", "FAILING"):
+            break
+        assert time.time() < deadline, (state, log.read_text()[-4000:])
+        time.sleep(2)
+    runs = status["runsOrError"]["results"]
+    assert state in ("COMPLETED", "COMPLETED_SUCCESS"), (state, runs, log.read_text()[-4000:])
+    # 8 clips and a policy of 100 partitions per run: one run for the whole range
+    assert [r["status"] for r in runs] == ["SUCCESS"]
+    with db.session() as s:
+        rows = s.execute(select(ClipArtifact.kind, ClipArtifact.strategy, func.count())
+                         .group_by(ClipArtifact.kind, ClipArtifact.strategy)).all()
+        states = dict(s.execute(select(Clip.state, func.count()).group_by(Clip.state)).all())
+    n = len(idents)
+    assert {(kind, strategy) for kind, strategy, _ in rows if kind == "keyframe"} == {
+        ("keyframe", "midpoint")}  # the three "multi" keyframes of each clip were replaced
+    assert {kind: count for kind, _, count in rows} == {"keyframe": n, "sprite_sheet": n}
+    assert states == {"pending_review": n}
+
+
 @pytest.mark.slow
 def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
     port = _free_port()
@@ -140,6 +211,7 @@ def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
                                    .group_by(ClipArtifact.kind)).all())
         assert kinds == {"keyframe": 3 * (len(SAMPLE_CUTS) + 1),
                          "sprite_sheet": len(SAMPLE_CUTS) + 1}
+        _backfill_from_the_ui(port, db, tmp_path / "dagster-dev.log")
         db.dispose()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

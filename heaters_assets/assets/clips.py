@@ -27,10 +27,18 @@ def _batch_metadata(out: steps.ClipBatchOutcome) -> dict[str, object]:
     }
 
 
+# A clip partition (`<video>_<start>_<end>`) comes from the clip_splits partition of its video,
+# a mapping Dagster cannot express (custom partition mappings are not supported). The default
+# identity mapping would look for a clip_splits partition named like the clip, and the daemon
+# refuses such a backfill ("depends on non-existent partitions"); "all partitions" keeps the
+# lineage edge in the UI and lets backfills and sensors target clips freely.
+_FROM_SPLITS = dg.AssetDep(clip_splits, partition_mapping=dg.AllPartitionMapping())
+
+
 @dg.asset(
     partitions_def=clips_partitions,
     group_name="clips",
-    deps=[clip_splits],
+    deps=[_FROM_SPLITS],
     backfill_policy=CLIP_BACKFILL_POLICY,
     op_tags=MEDIA_TAGS,
     description="JPEG keyframes of the clip (midpoint or 25/50/75 %).",
