@@ -139,16 +139,13 @@ def _graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]
     return body["data"]  # type: ignore[no-any-return]
 
 
-def _backfill_from_the_ui(port: int, db: Database, log: Path) -> None:
-    """Reprocess every clip as the UI's *Launch backfill* does (the same GraphQL mutation, run
-    config included); the daemon plans the runs by the assets' backfill policy."""
-    with db.session() as s:
-        idents = list(s.scalars(select(Clip.identifier).order_by(Clip.id)))
-    config = {"ops": {"keyframes": {"config": {"overwrite": True, "strategy": "midpoint"}},
-                      "sprite_sheet": {"config": {"overwrite": True}}}}
+def _launch_backfill(port: int, assets: list[str], partitions: list[str],
+                     config: dict[str, Any], log: Path) -> list[dict[str, Any]]:
+    """Launch a backfill as the UI's *Launch backfill* does (the same GraphQL mutation, run
+    config included), wait for the daemon to finish it, and return its runs."""
     launched = _graphql(port, LAUNCH_BACKFILL, {"params": {
-        "assetSelection": [{"path": ["keyframes"]}, {"path": ["sprite_sheet"]}],
-        "partitionNames": idents, "runConfigData": config, "title": "midpoint keyframes"}})
+        "assetSelection": [{"path": [a]} for a in assets], "partitionNames": partitions,
+        "runConfigData": config, "title": "from the test"}})
     result = launched["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result
     deadline = time.time() + 300
@@ -159,19 +156,47 @@ def _backfill_from_the_ui(port: int, db: Database, log: Path) -> None:
             break
         assert time.time() < deadline, (state, log.read_text()[-4000:])
         time.sleep(2)
-    runs = status["runsOrError"]["results"]
+    runs: list[dict[str, Any]] = status["runsOrError"]["results"]
     assert state in ("COMPLETED", "COMPLETED_SUCCESS"), (state, runs, log.read_text()[-4000:])
-    # 8 clips and a policy of 100 partitions per run: one run for the whole range
+    return runs
+
+
+def _clip_states(db: Database) -> dict[str, int]:
+    with db.session() as s:
+        return dict(s.execute(select(Clip.state, func.count()).group_by(Clip.state)).all())
+
+
+def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
+    """The two reprocessing backfills of the README, launched as from the UI."""
+    with db.session() as s:
+        idents = list(s.scalars(select(Clip.identifier).order_by(Clip.id)))
+    n = len(idents)
+    # 1. new keyframe strategy for every clip: 8 clips, 100 partitions per run -> one run
+    runs = _launch_backfill(port, ["keyframes", "sprite_sheet"], idents, {"ops": {
+        "keyframes": {"config": {"overwrite": True, "strategy": "midpoint"}},
+        "sprite_sheet": {"config": {"overwrite": True}}}}, log)
     assert [r["status"] for r in runs] == ["SUCCESS"]
     with db.session() as s:
         rows = s.execute(select(ClipArtifact.kind, ClipArtifact.strategy, func.count())
                          .group_by(ClipArtifact.kind, ClipArtifact.strategy)).all()
-        states = dict(s.execute(select(Clip.state, func.count()).group_by(Clip.state)).all())
-    n = len(idents)
     assert {(kind, strategy) for kind, strategy, _ in rows if kind == "keyframe"} == {
         ("keyframe", "midpoint")}  # the three "multi" keyframes of each clip were replaced
     assert {kind: count for kind, _, count in rows} == {"keyframe": n, "sprite_sheet": n}
-    assert states == {"pending_review": n}
+    assert _clip_states(db) == {"pending_review": n}
+
+    # 2. re-splice the video with a longer minimum scene: fewer clips, which the new-clips
+    # sensor then takes to review
+    runs = _launch_backfill(port, ["clip_splits"], ["1"], {"ops": {"clip_splits": {"config": {
+        "min_scene_len": 4.0, "overwrite": True}}}}, log)
+    assert [r["status"] for r in runs] == ["SUCCESS"]
+    deadline = time.time() + 300
+    while (states := _clip_states(db)) != {"pending_review": sum(states.values())}:
+        assert time.time() < deadline, (states, log.read_text()[-4000:])
+        time.sleep(3)
+    with db.session() as s:
+        lengths = list(s.scalars(select(Clip.end_frame - Clip.start_frame)
+                                 .order_by(Clip.start_frame)))
+    assert 1 < len(lengths) < n and min(lengths[:-1]) >= 100  # 4 s at 25 fps
 
 
 @pytest.mark.slow
@@ -211,7 +236,7 @@ def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
                                    .group_by(ClipArtifact.kind)).all())
         assert kinds == {"keyframe": 3 * (len(SAMPLE_CUTS) + 1),
                          "sprite_sheet": len(SAMPLE_CUTS) + 1}
-        _backfill_from_the_ui(port, db, tmp_path / "dagster-dev.log")
+        _reprocess_from_the_ui(port, db, tmp_path / "dagster-dev.log")
         db.dispose()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
