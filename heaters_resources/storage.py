@@ -156,7 +156,8 @@ class LocalObjectStore:
 class S3ObjectStore:
     """S3 (or MinIO and other S3-compatible stores via `endpoint_url`) through boto3.
 
-    Throttling and 5xx answers are retried by botocore's `standard` retry mode; uploads above
+    Throttling and 5xx answers are retried by botocore's `standard` retry mode (exponential
+    backoff with jitter), `max_attempts` tries in all, the first included; uploads above
     `multipart_threshold` go multipart through boto3's transfer manager.
     """
 
@@ -173,7 +174,7 @@ class S3ObjectStore:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = client or boto3.client(
             "s3", region_name=region, endpoint_url=endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": max_attempts},
+            config=Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
                           signature_version="s3v4"),
         )
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold,

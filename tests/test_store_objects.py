@@ -75,7 +75,7 @@ def test_s3_batched_delete_of_2500_keys(s3_store: S3ObjectStore) -> None:
 
 def test_s3_per_key_failures_reported(s3_endpoint: str) -> None:
     gone = S3ObjectStore("no-such-bucket-xyz", endpoint_url=s3_endpoint, region="us-east-1",
-                         max_attempts=1)
+                         max_attempts=2)
     result = gone.delete_many([f"clips/1/{i}.mp4" for i in range(1500)])
     assert not result.ok and result.requests == 2
     assert len(result.failed) == 1500 and "NoSuchBucket" in result.failed["clips/1/0.mp4"]
@@ -230,3 +230,102 @@ def test_s3_refused_key_stays_scheduled_and_is_retried(db: Database,
     assert retry.deleted == [old[1]] and retry.ok and not fresh.exists(old[1])
     with db.session() as s:
         assert s.execute(select(func.count()).select_from(PendingObjectDeletion)).scalar() == 0
+
+
+class _FlakyS3Proxy:
+    """An HTTP proxy in front of moto that answers the next `fail` requests with an S3 error
+    (503 SlowDown by default), as S3 does under throttling, and forwards the others."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlparse
+
+        target = urlparse(upstream)
+        proxy = self
+        self.fail = 0
+        self.status, self.code = 503, "SlowDown"
+        self.seen: list[tuple[str, int]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.fail > 0:
+                    proxy.fail -= 1
+                    proxy.seen.append((self.command, proxy.status))
+                    error = (f"<Error><Code>{proxy.code}</Code><Message>try again</Message>"
+                             "</Error>").encode()
+                    self.send_response(proxy.status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                answer = conn.getresponse()
+                data = answer.read()
+                proxy.seen.append((self.command, answer.status))
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection",
+                                            "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky_s3(s3_store: S3ObjectStore) -> Any:
+    proxy = _FlakyS3Proxy(s3_store.client.meta.endpoint_url)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, "SlowDown"), (500, "InternalError")])
+def test_s3_throttling_and_5xx_are_retried(s3_store: S3ObjectStore, flaky_s3: Any,
+                                          status: int, code: str) -> None:
+    """Two throttled / failed answers in a row: botocore's standard retry mode tries again and
+    the upload, the read and the batched delete all succeed."""
+    store = S3ObjectStore(s3_store.bucket, prefix="lib", region="us-east-1",
+                          endpoint_url=flaky_s3.url, max_attempts=4)
+    flaky_s3.status, flaky_s3.code = status, code
+    flaky_s3.fail = 2
+    store.upload_bytes(b"payload", "clips/1/a.mp4")
+    assert flaky_s3.seen[:3] == [("PUT", status), ("PUT", status), ("PUT", 200)]
+    flaky_s3.fail = 2
+    assert store.read_bytes("clips/1/a.mp4") == b"payload"
+    flaky_s3.fail = 2
+    result = store.delete_many(["clips/1/a.mp4"])
+    assert result.ok and result.deleted == ["clips/1/a.mp4"]
+    assert not s3_store.exists("clips/1/a.mp4")
+
+
+def test_s3_retries_are_bounded(s3_store: S3ObjectStore, flaky_s3: Any) -> None:
+    """Throttled beyond `max_attempts`: the error reaches the caller and nothing is written."""
+    from botocore.exceptions import ClientError
+
+    store = S3ObjectStore(s3_store.bucket, prefix="lib", region="us-east-1",
+                          endpoint_url=flaky_s3.url, max_attempts=2)
+    flaky_s3.fail = 5
+    with pytest.raises(ClientError, match="SlowDown"):
+        store.upload_bytes(b"payload", "clips/1/b.mp4")
+    assert flaky_s3.seen == [("PUT", 503), ("PUT", 503)]
+    assert not s3_store.exists("clips/1/b.mp4")
