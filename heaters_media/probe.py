@@ -48,6 +48,7 @@ class ProbeResult(Result):
     faststart: bool
     start_time: float
     tags: dict[str, str] = field(default_factory=dict)
+    declared_frames: int | None = None  # the container's own frame count, where it has one
 
     @property
     def has_audio(self) -> bool:
@@ -203,6 +204,7 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
         faststart=is_faststart(p) if "mp4" in fmt_name or "mov" in fmt_name else False,
         start_time=float(v.get("start_time") or fmt.get("start_time") or 0.0),
         tags={k: tags[k] for k in ("title", "artist", "comment", "encoder") if k in tags},
+        declared_frames=declared,
     )
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import cv2
@@ -274,14 +274,22 @@ def detect_scenes(
     if width < 16:
         raise InvalidInputError("analysis_width must be at least 16 pixels")
 
-    info = probe(path)
-    started = time.perf_counter()
-    geometry = analysis_geometry(info.width, info.height, width)
-    segments = [Segment(0, info.frame_count, None)]
     parallel = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    # The parallel path reads every packet anyway (key-frame index), so the probe need not
+    # count them too: one demux pass less. Fewer packets than the container declares sends
+    # the file to the verifying probe, which names the truncation (or clears packets without
+    # timestamps).
+    info = probe(path, verify=parallel <= 1)
+    started = time.perf_counter()
+    segments = [Segment(0, info.frame_count, None)]
     if parallel > 1:
         index = packet_index(path)
+        if info.declared_frames is not None and index.count < info.declared_frames:
+            info = probe(path)
+        elif info.declared_frames is None:
+            info = replace(info, frame_count=index.count or info.frame_count)
         segments = plan_segments(index.count, index.keyframes, index.keyframe_times, parallel)
+    geometry = analysis_geometry(info.width, info.height, width)
     scored = _score_segments(path, geometry, detector, segments, fast_decode, parallel,
                              progress, info.frame_count)
     if scored is None:  # a segment did not decode to its expected frames: play it safe

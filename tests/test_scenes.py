@@ -201,6 +201,24 @@ def test_parallel_segments_give_the_same_result_as_one_pass(tmp_path: Path) -> N
     assert one.metadata["cut_strengths"] == two.metadata["cut_strengths"]
 
 
+def test_parallel_path_on_a_container_without_a_frame_count(tmp_path: Path) -> None:
+    """Matroska declares no frame count: the parallel path takes it from the packet index it
+    reads anyway (no second demux), and the cuts are those of the MP4. (ffmpeg's Matroska seek
+    lands a key frame early here, so the segment check sends it to one pass.)"""
+    from heaters_media.probe import probe
+
+    lengths = [140, 130, 150, 120]
+    video = make_video(tmp_path / "gop.mp4", lengths, gop=10)
+    mkv = tmp_path / "gop.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-c", "copy", str(mkv)],
+                   check=True)
+    assert probe(mkv, verify=False).declared_frames is None
+    result = detect_scenes(mkv, workers=2)
+    assert result.metadata["frames_declared"] == sum(lengths)
+    assert result.metadata["frames_analysed"] == sum(lengths)
+    assert result.cut_frames == cut_frames_of(lengths)
+
+
 def test_segment_plan_uses_key_frames_near_equal_shares() -> None:
     from heaters_media.frames import plan_segments
 
