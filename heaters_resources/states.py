@@ -205,8 +205,11 @@ def _array_element(v: Any) -> str | None:
         return "NULL"
     if isinstance(v, bool):
         return "t" if v else "f"
-    if isinstance(v, int | float):
-        return _FLOAT_WORDS.get(repr(v), repr(v))
+    if isinstance(v, int):  # int() / float(): subclasses (IntEnum, numpy.float64) print oddly
+        return str(int(v))
+    if isinstance(v, float):
+        text = repr(float(v))
+        return _FLOAT_WORDS.get(text, text)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return None

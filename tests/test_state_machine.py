@@ -477,3 +477,23 @@ def test_bulk_values_survive_the_array_encoding(db: Database) -> None:
     for cid, (spec,) in arts.items():
         assert (got[cid].storage_key, got[cid].tag) == (spec.storage_key, spec.tag)
         assert got[cid].meta == {"quote": '"', "n": 1.5, "none": None}
+
+
+def test_array_literal_of_numeric_subclasses(db: Database) -> None:
+    """numpy floats and IntEnums are written by value, not by their repr."""
+    import enum
+
+    import numpy as np
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    values = [np.float64(0.1), Level.HIGH, float("nan"), float("-inf"), None, True]
+    literal = st._array_literal(values)
+    assert literal == "{0.1,3,NaN,-Infinity,NULL,t}"
+    with db.session() as s:
+        back = s.execute(text("SELECT CAST(:a AS float8[])"),
+                         {"a": st._array_literal(values[:5])}).scalar_one()
+    assert back[:2] == [0.1, 3.0] and back[2] != back[2] and back[3] == float("-inf")
+    assert back[4] is None
+    assert st._array_literal([object()]) is None and st._array_literal([[1, 2]]) is None
