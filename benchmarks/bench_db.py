@@ -27,6 +27,11 @@ TABLES = "review_events, pending_object_deletions, clip_embeddings, clip_artifac
          "source_videos"
 
 
+def _empty(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+
+
 def _video(db: Database, frames: int) -> int:
     vid = st.create_source_video(db, "bench")
     st.start_downloading(db, vid)
@@ -104,13 +109,11 @@ def main() -> None:
             best_state = best_raw = float("inf")
             phases: dict[str, float] = {}
             for _ in range(args.repeat):
-                with db.engine.begin() as conn:
-                    conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+                _empty(db)
                 elapsed, split = state_path(db, args.clips)
                 if elapsed < best_state:
                     best_state, phases = elapsed, split
-                with db.engine.begin() as conn:
-                    conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+                _empty(db)
                 best_raw = min(best_raw, raw_path(db, args.clips))
             print(f"{args.clips} clips + {3 * args.clips} artifacts, best of {args.repeat}:")
             print(f"  state module:          {best_state:.3f} s")

@@ -223,9 +223,7 @@ def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
         deadline = time.time() + 420
         states: dict[str, int] = {}
         while time.time() < deadline:
-            with db.session() as s:
-                states = dict(s.execute(select(Clip.state, func.count())
-                                        .group_by(Clip.state)).all())
+            states = _clip_states(db)
             if states == {"pending_review": len(SAMPLE_CUTS) + 1}:
                 break
             time.sleep(3)

@@ -184,6 +184,12 @@ def test_purge_scheduled_deletions(db: Database, backend: str,
         assert s.execute(select(func.count()).select_from(PendingObjectDeletion)).scalar() == 0
 
 
+def _same_bucket(store: S3ObjectStore, endpoint_url: str, **options: Any) -> S3ObjectStore:
+    """A second client on the fixture's bucket and prefix (own hooks, endpoint, retries)."""
+    return S3ObjectStore(store.bucket, prefix=store.prefix, region="us-east-1",
+                         endpoint_url=endpoint_url, **options)
+
+
 def _refuse_deleting(store: S3ObjectStore, refused: str) -> None:
     """Make S3 refuse one key of every DeleteObjects, as AWS does for a key a policy protects.
 
@@ -215,8 +221,7 @@ def test_s3_refused_key_stays_scheduled_and_is_retried(db: Database,
     s3_store.upload_bytes(b"c", keys.clip_key(vid, f"{vid}_0_100"))
     st.create_clips_from_splice(db, vid, [st.ClipSpec(0, 100)], overwrite=True, store=s3_store)
 
-    fresh = S3ObjectStore(s3_store.bucket, prefix="lib", region="us-east-1",
-                          endpoint_url=s3_store.client.meta.endpoint_url)
+    fresh = _same_bucket(s3_store, s3_store.client.meta.endpoint_url)
     _refuse_deleting(s3_store, old[1])
     result = purge_scheduled_deletions(db, s3_store)
     assert result.deleted == [old[0]] and not s3_store.exists(old[0])
@@ -304,8 +309,7 @@ def test_s3_throttling_and_5xx_are_retried(s3_store: S3ObjectStore, flaky_s3: An
                                           status: int, code: str) -> None:
     """Two throttled / failed answers in a row: botocore's standard retry mode tries again and
     the upload, the read and the batched delete all succeed."""
-    store = S3ObjectStore(s3_store.bucket, prefix="lib", region="us-east-1",
-                          endpoint_url=flaky_s3.url, max_attempts=4)
+    store = _same_bucket(s3_store, flaky_s3.url, max_attempts=4)
     flaky_s3.status, flaky_s3.code = status, code
     flaky_s3.fail = 2
     store.upload_bytes(b"payload", "clips/1/a.mp4")
@@ -322,8 +326,7 @@ def test_s3_retries_are_bounded(s3_store: S3ObjectStore, flaky_s3: Any) -> None:
     """Throttled beyond `max_attempts`: the error reaches the caller and nothing is written."""
     from botocore.exceptions import ClientError
 
-    store = S3ObjectStore(s3_store.bucket, prefix="lib", region="us-east-1",
-                          endpoint_url=flaky_s3.url, max_attempts=2)
+    store = _same_bucket(s3_store, flaky_s3.url, max_attempts=2)
     flaky_s3.fail = 5
     with pytest.raises(ClientError, match="SlowDown"):
         store.upload_bytes(b"payload", "clips/1/b.mp4")
