@@ -27,25 +27,40 @@ import time
 from pathlib import Path
 
 from heaters_media.samples import SAMPLE_VIDEO
-from heaters_resources import keys, states
-from heaters_resources.dagster_instance import (
-    DEFINITIONS_MODULE,
+from heaters_resources import states
+from heaters_resources.db.embedded_pg import ensure_server, stop_server
+from heaters_resources.db.engine import Database
+from heaters_resources.orchestration import names
+from heaters_resources.orchestration.instance import (
     dagster_command,
-    partition_range_tags,
     prepare_dagster_home,
 )
-from heaters_resources.db import Database
-from heaters_resources.embedded_pg import ensure_server, stop_server
-from heaters_resources.embeddings import EMBED_CLIPS_PER_RUN as PER_RUN  # the asset's policy
-from heaters_resources.embeddings import embed_clips
 from heaters_resources.settings import Settings
-from heaters_resources.storage import LocalObjectStore
+from heaters_resources.steps.embeddings import EMBED_CLIPS_PER_RUN as PER_RUN  # the asset's policy
+from heaters_resources.steps.embeddings import embed_clips
+from heaters_resources.store import keys
+from heaters_resources.store.objects import LocalObjectStore
 
 
 def frames(out: Path, count: int = 24) -> list[Path]:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-vf",
-                    f"select=not(mod(n\\,{536 // count}))", "-fps_mode", "passthrough",
-                    "-frames:v", str(count), str(out / "f%03d.jpg")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(SAMPLE_VIDEO),
+            "-vf",
+            f"select=not(mod(n\\,{536 // count}))",
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            str(count),
+            str(out / "f%03d.jpg"),
+        ],
+        check=True,
+    )
     return sorted(out.glob("f*.jpg"))
 
 
@@ -53,11 +68,13 @@ def build_library(db: Database, store: LocalObjectStore, n: int, images: list[Pa
     """N approved clips of one video, each with three 'multi' keyframes in the store."""
     vid = states.create_source_video(db, "bench://backfill")
     states.start_downloading(db, vid)
-    states.complete_downloading(db, vid, original_key=keys.source_original_key(vid, "mp4"),
-                                fps=25.0, frame_count=n * 25)
+    states.complete_downloading(
+        db, vid, original_key=keys.source_original_key(vid, "mp4"), fps=25.0, frame_count=n * 25
+    )
     states.start_splicing(db, vid)
     ids = states.create_clips_from_splice(
-        db, vid, [states.ClipSpec(i * 25, i * 25 + 25) for i in range(n)])
+        db, vid, [states.ClipSpec(i * 25, i * 25 + 25) for i in range(n)]
+    )
     idents = [keys.clip_identifier(vid, i * 25, i * 25 + 25) for i in range(n)]
     artifacts = {}
     for k, (cid, ident) in enumerate(zip(ids, idents, strict=True)):
@@ -77,13 +94,17 @@ def build_library(db: Database, store: LocalObjectStore, n: int, images: list[Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clips", type=int, default=500)
     ap.add_argument("--model", default="heaters/pixels-v1")
     ap.add_argument("--model-path", default=None)
-    ap.add_argument("--random-clip", action="store_true",
-                    help="a randomly initialized CLIP ViT-B/32 (real architecture and cost)")
+    ap.add_argument(
+        "--random-clip",
+        action="store_true",
+        help="a randomly initialized CLIP ViT-B/32 (real architecture and cost)",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
         home = Path(tmp) / "home"
@@ -107,26 +128,47 @@ def main(argv: list[str] | None = None) -> int:
             direct_s = time.perf_counter() - t0
             assert len(direct.done) == len(idents), direct.failed
 
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("HEATERS_", "DAGSTER_"))}
+            env = {
+                k: v for k, v in os.environ.items() if not k.startswith(("HEATERS_", "DAGSTER_"))
+            }
             env.update(prepare_dagster_home(settings), HEATERS_HOME=str(home))
-            run_config = {"ops": {"clip_embedding": {"config": {**{
-                k: v for k, v in cfg.items() if v}, "overwrite": True}}}}
+            run_config = {
+                "ops": {
+                    "clip_embedding": {
+                        "config": {**{k: v for k, v in cfg.items() if v}, "overwrite": True}
+                    }
+                }
+            }
             config_file = Path(tmp) / "run_config.json"  # JSON is YAML, which --config reads
             config_file.write_text(json.dumps(run_config))
-            os.environ.update(DAGSTER_HOME=env["DAGSTER_HOME"],
-                              HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"])
+            os.environ.update(
+                DAGSTER_HOME=env["DAGSTER_HOME"],
+                HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"],
+            )
             import dagster as dg
 
             dg.DagsterInstance.get().add_dynamic_partitions("clips", idents)
             t0 = time.perf_counter()
             runs = 0
             for lo in range(0, len(idents), PER_RUN):
-                chunk = idents[lo:lo + PER_RUN]
-                proc = subprocess.run(dagster_command(
-                    "job", "execute", "-m", DEFINITIONS_MODULE, "-j", "embed_clips_job",
-                    "--tags", json.dumps(partition_range_tags(chunk[0], chunk[-1])),
-                    "--config", str(config_file)), env=env, capture_output=True, text=True)
+                chunk = idents[lo : lo + PER_RUN]
+                proc = subprocess.run(
+                    dagster_command(
+                        "job",
+                        "execute",
+                        "-m",
+                        names.DEFINITIONS_MODULE,
+                        "-j",
+                        names.EMBED_CLIPS_JOB,
+                        "--tags",
+                        json.dumps(names.partition_range_tags(chunk[0], chunk[-1])),
+                        "--config",
+                        str(config_file),
+                    ),
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 if proc.returncode != 0:
                     raise SystemExit(f"dagster job execute failed:\n{proc.stderr[-3000:]}")
                 runs += 1
@@ -137,10 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     n = args.clips
     print(f"re-embedding {n} clips ({args.model}, keyframe_multi_avg, 3 keyframes each)")
     print(f"  direct embed_clips, one process: {direct_s:7.2f} s  ({n / direct_s:6.1f} clips/s)")
-    print(f"  dagster, {runs} runs x {PER_RUN} clips:   {dagster_s:7.2f} s  "
-          f"({n / dagster_s:6.1f} clips/s, {dagster_s / runs:.1f} s per run)")
-    print(f"  ratio dagster/direct: {dagster_s / direct_s:.2f}x; runs instead of per-clip runs: "
-          f"{runs} vs {n}")
+    print(
+        f"  dagster, {runs} runs x {PER_RUN} clips:   {dagster_s:7.2f} s  "
+        f"({n / dagster_s:6.1f} clips/s, {dagster_s / runs:.1f} s per run)"
+    )
+    print(
+        f"  ratio dagster/direct: {dagster_s / direct_s:.2f}x; runs instead of per-clip runs: "
+        f"{runs} vs {n}"
+    )
     return 0
 
 

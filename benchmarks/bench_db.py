@@ -18,13 +18,14 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from heaters_resources import keys
 from heaters_resources import states as st
-from heaters_resources.db import Database, migrate
-from heaters_resources.embedded_pg import ensure_server, stop_server
+from heaters_resources.db.embedded_pg import ensure_server, stop_server
+from heaters_resources.db.engine import Database, migrate
+from heaters_resources.store import keys
 
-TABLES = "review_events, pending_object_deletions, clip_embeddings, clip_artifacts, clips, " \
-         "source_videos"
+TABLES = (
+    "review_events, pending_object_deletions, clip_embeddings, clip_artifacts, clips, source_videos"
+)
 
 
 def _empty(db: Database) -> None:
@@ -35,8 +36,9 @@ def _empty(db: Database) -> None:
 def _video(db: Database, frames: int) -> int:
     vid = st.create_source_video(db, "bench")
     st.start_downloading(db, vid)
-    st.complete_downloading(db, vid, original_key=keys.source_original_key(vid, "mp4"),
-                            fps=25.0, frame_count=frames)
+    st.complete_downloading(
+        db, vid, original_key=keys.source_original_key(vid, "mp4"), fps=25.0, frame_count=frames
+    )
     st.start_splicing(db, vid)
     return vid
 
@@ -51,13 +53,24 @@ def state_path(db: Database, n: int) -> tuple[float, dict[str, float]]:
     st.start_keyframing_many(db, ids)
     t2 = time.perf_counter()
     idents = [keys.clip_identifier(vid, s.start_frame, s.end_frame) for s in specs]
-    st.complete_keyframing_many(db, {
-        cid: [st.ArtifactSpec("keyframe", "uniform", keys.keyframe_key(vid, ident, "uniform", p),
-                              tag=str(p)) for p in (25, 50, 75)]
-        for cid, ident in zip(ids, idents, strict=True)})
+    st.complete_keyframing_many(
+        db,
+        {
+            cid: [
+                st.ArtifactSpec(
+                    "keyframe", "uniform", keys.keyframe_key(vid, ident, "uniform", p), tag=str(p)
+                )
+                for p in (25, 50, 75)
+            ]
+            for cid, ident in zip(ids, idents, strict=True)
+        },
+    )
     t3 = time.perf_counter()
-    return t3 - t0, {"create_clips_from_splice": t1 - t0, "start_keyframing_many": t2 - t1,
-                     "complete_keyframing_many (incl. building specs)": t3 - t2}
+    return t3 - t0, {
+        "create_clips_from_splice": t1 - t0,
+        "start_keyframing_many": t2 - t1,
+        "complete_keyframing_many (incl. building specs)": t3 - t2,
+    }
 
 
 RAW_CLIPS = """

@@ -1,6 +1,8 @@
 """The Dagster ``Definitions`` that ``workspace.yaml`` loads: every asset, job, sensor and
 resource of Heaters, wired in one place."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,18 +19,37 @@ from heaters_assets.sensors.pipeline import (
     review_actions_sensor,
     submissions_sensor,
 )
-from heaters_resources.resources import DatabaseResource, ObjectStoreResource, SettingsResource
+from heaters_resources.orchestration.resources import (
+    DatabaseResource,
+    ObjectStoreResource,
+    SettingsResource,
+)
 
 ASSETS = [source_video, clip_splits, keyframes, sprite_sheet, clip_embedding]
-JOBS = [ingest_video_job, clip_artifacts_job, review_action_job, embed_clips_job]
-SENSORS = [inbox_sensor, store_inbox_sensor, submissions_sensor, new_clips_sensor,
-           review_actions_sensor, approved_clips_sensor, missing_embeddings_sensor]
+JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+    ingest_video_job,
+    clip_artifacts_job,
+    review_action_job,
+    embed_clips_job,
+]
+SENSORS = [
+    inbox_sensor,
+    store_inbox_sensor,
+    submissions_sensor,
+    new_clips_sensor,
+    review_actions_sensor,
+    approved_clips_sensor,
+    missing_embeddings_sensor,
+]
 
 
 def default_resources() -> dict[str, Any]:
     """Resources configured from the environment (HEATERS_HOME, HEATERS_DATABASE_URL, S3...)."""
-    return {"database": DatabaseResource(), "object_store": ObjectStoreResource(),
-            "settings": SettingsResource()}
+    return {
+        "database": DatabaseResource(),
+        "object_store": ObjectStoreResource(),
+        "settings": SettingsResource(),
+    }
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -36,9 +57,13 @@ def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definiti
     # Steps of our jobs run one after the other (ingest -> splice, keyframes -> sprites), so a
     # process per step (the multiprocess default) would only add start-up time. Runs still run
     # in parallel; scale-out swaps the run launcher/executor in dagster.yaml (see README).
-    return dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS,
-                          resources=dict(resources or default_resources()),
-                          executor=dg.in_process_executor)
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=JOBS,
+        sensors=SENSORS,
+        resources=dict(resources or default_resources()),
+        executor=dg.in_process_executor,
+    )
 
 
 defs = build_definitions()

@@ -1,5 +1,6 @@
 """Jobs: asset jobs the sensors launch, and the op job that carries out review actions."""
 
+from typing import Any
 
 import dagster as dg
 
@@ -7,16 +8,21 @@ from heaters_assets.assets.clips import keyframes, sprite_sheet
 from heaters_assets.assets.videos import clip_splits, source_video
 from heaters_assets.partitions import CLIPS
 from heaters_resources import steps
-from heaters_resources.models import ReviewEvent
-from heaters_resources.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.db.models import ReviewEvent
+from heaters_resources.orchestration import names
+from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
 
 ingest_video_job = dg.define_asset_job(
-    "ingest_video_job", selection=[source_video, clip_splits],
-    description="Ingest one video and cut it into clips (one run per video partition).")
+    names.INGEST_VIDEO_JOB,
+    selection=[source_video, clip_splits],
+    description="Ingest one video and cut it into clips (one run per video partition).",
+)
 
 clip_artifacts_job = dg.define_asset_job(
-    "clip_artifacts_job", selection=[keyframes, sprite_sheet],
-    description="Keyframes and sprite sheets for a range of clip partitions in one run.")
+    names.CLIP_ARTIFACTS_JOB,
+    selection=[keyframes, sprite_sheet],
+    description="Keyframes and sprite sheets for a range of clip partitions in one run.",
+)
 
 REVIEW_JOB_ACTIONS = ("request_merge", "request_split", "archive")
 
@@ -25,10 +31,13 @@ class ReviewActionConfig(dg.Config):
     event_id: int
 
 
-@dg.op(tags={"heaters/resource": "media"})
-def carry_out_review_action(context: dg.OpExecutionContext, config: ReviewActionConfig,
-                            database: DatabaseResource, object_store: ObjectStoreResource,
-                            ) -> dg.Output[None]:
+@dg.op(tags=names.MEDIA_TAGS)
+def carry_out_review_action(
+    context: dg.OpExecutionContext,
+    config: ReviewActionConfig,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+) -> dg.Output[None]:
     """Merge, split, or purge an archived clip's files, as recorded by a review event."""
     db, store = database.get_database(), object_store.get_store()
     with db.session() as session:
@@ -37,19 +46,24 @@ def carry_out_review_action(context: dg.OpExecutionContext, config: ReviewAction
             raise dg.Failure(f"review event {config.event_id} not found")
         action, clip_ids, payload = event.action, list(event.clip_ids), dict(event.payload)
     context.log.info(f"review event {config.event_id}: {action} {clip_ids}")
-    metadata: dict[str, object] = {"action": action, "clips": dg.MetadataValue.json(clip_ids)}
+    metadata: dict[str, Any] = {"action": action, "clips": dg.MetadataValue.json(clip_ids)}
     if action == "request_merge":
         out = steps.execute_merge(db, store, clip_ids)
     elif action == "request_split":
         out = steps.execute_split(db, store, clip_ids[0], int(payload["frame"]))
     elif action == "archive":
         purged = steps.purge_archived_clips(db, store, clip_ids, event_id=config.event_id)
-        metadata.update(purged=len(purged.clip_ids), objects_deleted=purged.deleted,
-                        delete_requests=purged.requests,
-                        failures=dg.MetadataValue.json(purged.failed))
+        metadata.update(
+            purged=len(purged.clip_ids),
+            objects_deleted=purged.deleted,
+            delete_requests=purged.requests,
+            failures=dg.MetadataValue.json(purged.failed),
+        )
         if purged.failed:
-            raise dg.Failure(f"could not delete {len(purged.failed)} objects",
-                             metadata={"failed": dg.MetadataValue.json(purged.failed)})
+            raise dg.Failure(
+                f"could not delete {len(purged.failed)} objects",
+                metadata={"failed": dg.MetadataValue.json(purged.failed)},
+            )
         return dg.Output(None, metadata=metadata)
     else:
         raise dg.Failure(f"review action {action!r} needs no job")
@@ -59,7 +73,10 @@ def carry_out_review_action(context: dg.OpExecutionContext, config: ReviewAction
     return dg.Output(None, metadata=metadata)
 
 
-@dg.job(description="Carry out one review action (merge, split, archive purge).",
-        tags={"heaters/resource": "media"})
+@dg.job(
+    description="Carry out one review action (merge, split, archive purge).",
+    name=names.REVIEW_ACTION_JOB,
+    tags=names.MEDIA_TAGS,
+)
 def review_action_job() -> None:
     carry_out_review_action()

@@ -6,14 +6,19 @@ splice are contiguous and one run can take them all as a partition range.
 
 import dagster as dg
 
-from heaters_resources.dagster_instance import partition_range_tags
-from heaters_resources.embeddings import EMBED_CLIPS_PER_RUN
+from heaters_resources.orchestration.names import CLIPS, SOURCE_VIDEOS, partition_range_tags
+from heaters_resources.steps.embeddings import EMBED_CLIPS_PER_RUN
 
-__all__ = ["CLIPS", "CLIP_BACKFILL_POLICY", "EMBEDDING_BACKFILL_POLICY", "SOURCE_VIDEOS",
-           "clips_partitions", "partition_range_tags", "source_videos_partitions"]
+__all__ = [
+    "CLIPS",
+    "CLIP_BACKFILL_POLICY",
+    "EMBEDDING_BACKFILL_POLICY",
+    "SOURCE_VIDEOS",
+    "clips_partitions",
+    "partition_range_tags",
+    "source_videos_partitions",
+]
 
-SOURCE_VIDEOS = "source_videos"
-CLIPS = "clips"
 
 source_videos_partitions = dg.DynamicPartitionsDefinition(name=SOURCE_VIDEOS)
 clips_partitions = dg.DynamicPartitionsDefinition(name=CLIPS)
@@ -22,4 +27,3 @@ clips_partitions = dg.DynamicPartitionsDefinition(name=CLIPS)
 CLIP_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=100)
 # Embedding runs go one at a time, so they take bigger batches (see EMBED_CLIPS_PER_RUN).
 EMBEDDING_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=EMBED_CLIPS_PER_RUN)
-

@@ -5,8 +5,9 @@ from collections.abc import Callable
 import dagster as dg
 
 
-def run_log_progress(context: dg.OpExecutionContext, label: str,
-                     step: float = 0.1) -> Callable[[float, str], None]:
+def run_log_progress(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext, label: str, step: float = 0.1
+) -> Callable[[float, str], None]:
     last = [-1.0]
 
     def report(fraction: float, message: str = "") -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from heaters_media.errors import InvalidInputError, MediaError
+from heaters_media.progress import ProgressFn
 
 app = typer.Typer(
     name="heaters_media",
@@ -28,8 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _err = Console(stderr=True)
-
-ProgressFn = Callable[[float, str], None]
 
 
 @contextmanager
@@ -216,7 +215,7 @@ def merge_cmd(
     a: Path, b: Path, out: Annotated[Path, typer.Option("--out", help="Output clip file.")]
 ) -> None:
     """Concatenate two adjacent clips into one (frame-accurate)."""
-    from heaters_media.split import merge_clips
+    from heaters_media.merge import merge_clips
 
     _emit(lambda: merge_clips(a, b, out))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from heaters_media.errors import CorruptMediaError, ToolFailedError
-from heaters_media.tools import FFMPEG, require_tool, stderr_tail, video_input_args
+from heaters_media.tools import ffmpeg_bin, require_tool, stderr_tail, video_input_args
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ def stream_frames(
     anything before it; ``max_frames`` stops after that many frames. Together they decode one
     segment of the video (see ``plan_segments``).
     """
-    require_tool(FFMPEG)
-    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads)]
+    ffmpeg = ffmpeg_bin()
+    require_tool(ffmpeg)
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads)]
     if fast_decode:
         cmd += ["-skip_loop_filter", "all"]
     if seek is not None:
@@ -84,9 +85,10 @@ def stream_frames(
         bufsize=geometry.frame_bytes * chunk_frames,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    stderr = proc.stderr
     err_chunks: list[bytes] = []
     # Drain stderr concurrently so a chatty ffmpeg can never block on a full pipe.
-    drain = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    drain = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
     drain.start()
     fb = geometry.frame_bytes
     want = fb * chunk_frames
@@ -124,8 +126,13 @@ class Segment:
     seek: float | None  # None: from the beginning of the file
 
 
-def plan_segments(frame_count: int, keyframes: list[int], keyframe_times: list[float],
-                  parts: int, min_frames: int = 250) -> list[Segment]:
+def plan_segments(
+    frame_count: int,
+    keyframes: list[int],
+    keyframe_times: list[float],
+    parts: int,
+    min_frames: int = 250,
+) -> list[Segment]:
     """Split the video at the key frames nearest to equal shares, for ``parts`` decoders.
 
     One H.264 decode keeps two cores only ~75 % busy (frame threads wait on each other), so
@@ -135,8 +142,9 @@ def plan_segments(frame_count: int, keyframes: list[int], keyframe_times: list[f
     bounds = [0]
     for i in range(1, max(1, parts)):
         target = frame_count * i / parts
-        candidates = [k for k in keyframes if k - bounds[-1] >= min_frames
-                      and frame_count - k >= min_frames]
+        candidates = [
+            k for k in keyframes if k - bounds[-1] >= min_frames and frame_count - k >= min_frames
+        ]
         if not candidates:
             break
         best = min(candidates, key=lambda k: abs(k - target))
@@ -146,5 +154,6 @@ def plan_segments(frame_count: int, keyframes: list[int], keyframe_times: list[f
     times = dict(zip(keyframes, keyframe_times, strict=True))
     # Half a millisecond past the key frame's time: never rounds below it, never reaches the
     # next frame, so the backward seek lands exactly on it.
-    return [Segment(a, b, None if a == 0 else times[a] + 0.0005)
-            for a, b in itertools.pairwise(bounds)]
+    return [
+        Segment(a, b, None if a == 0 else times[a] + 0.0005) for a, b in itertools.pairwise(bounds)
+    ]

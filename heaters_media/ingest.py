@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,10 +26,10 @@ from urllib.parse import urlparse
 from heaters_media.errors import DownloadFailedError, InvalidInputError
 from heaters_media.normalize import Action, normalize
 from heaters_media.probe import probe
+from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
 from heaters_media.tools import publish, staging_dir
 
-ProgressFn = Callable[[float, str], None]
 log = logging.getLogger(__name__)
 
 ORIGINAL_STEM = "original"
@@ -89,11 +88,16 @@ class _Monotonic:
 
     def span(self, lo: float, hi: float) -> ProgressFn:
         """A callback reporting 0..1 of one step as lo..hi of the whole."""
-        return lambda f, m="": self(lo + (hi - lo) * max(0.0, min(1.0, f)), m)
+
+        def report(f: float, m: str = "") -> None:
+            self(lo + (hi - lo) * max(0.0, min(1.0, f)), m)
+
+        return report
 
 
-def classify_source(source: str | os.PathLike[str], *,
-                    allow_file_urls: bool = False) -> tuple[Literal["url", "file"], str]:
+def classify_source(
+    source: str | os.PathLike[str], *, allow_file_urls: bool = False
+) -> tuple[Literal["url", "file"], str]:
     """Decide whether ``source`` is a URL to download or a local file, rejecting anything else.
 
     Returns ``("url", url)`` or ``("file", path)``; raises InvalidInputError with the reason.
@@ -111,14 +115,17 @@ def classify_source(source: str | os.PathLike[str], *,
         if scheme not in _ALLOWED_SCHEMES:
             raise InvalidInputError(
                 f"unsupported URL scheme {scheme!r} in {text!r}: only http and https URLs "
-                "are accepted (use a local path for files)", source=text)
+                "are accepted (use a local path for files)",
+                source=text,
+            )
         if not urlparse(text).netloc:
             raise InvalidInputError(f"URL has no host: {text!r}", source=text)
         return "url", text
     path = Path(text).expanduser()
     if not path.exists():
         raise InvalidInputError(
-            f"{text!r} is neither an http(s) URL nor an existing file", source=text)
+            f"{text!r} is neither an http(s) URL nor an existing file", source=text
+        )
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {text}", source=text)
     return "file", str(path)
@@ -167,8 +174,15 @@ def _clean(message: str) -> str:
     return _ANSI_RE.sub("", message).removeprefix("ERROR: ").strip()
 
 
-def _download(url: str, stage: Path, *, max_height: int, allow_file_urls: bool,
-              ydl_opts: dict[str, Any] | None, progress: ProgressFn) -> tuple[Path, dict[str, Any]]:
+def _download(
+    url: str,
+    stage: Path,
+    *,
+    max_height: int,
+    allow_file_urls: bool,
+    ydl_opts: dict[str, Any] | None,
+    progress: ProgressFn,
+) -> tuple[Path, dict[str, Any]]:
     """Download ``url`` with yt-dlp into ``stage``; return the file and yt-dlp's info dict."""
     import yt_dlp
     from yt_dlp.utils import YoutubeDLError
@@ -205,7 +219,7 @@ def _download(url: str, stage: Path, *, max_height: int, allow_file_urls: bool,
     }
     opts.update(ydl_opts or {})
     try:
-        with yt_dlp.YoutubeDL(opts) as ydl:  # type: ignore[arg-type]
+        with yt_dlp.YoutubeDL(opts) as ydl:
             info = ydl.extract_info(url, download=True)
             info = ydl.sanitize_info(info) if info else None
     except YoutubeDLError as exc:
@@ -215,11 +229,17 @@ def _download(url: str, stage: Path, *, max_height: int, allow_file_urls: bool,
         raise DownloadFailedError(f"download failed for {url}: yt-dlp returned nothing", url=url)
     if info.get("entries"):
         info = next((e for e in info["entries"] if e), info)
-    files = [Path(d["filepath"]) for d in info.get("requested_downloads") or []
-             if d.get("filepath") and Path(d["filepath"]).is_file()]
+    files = [
+        Path(d["filepath"])
+        for d in info.get("requested_downloads") or []
+        if d.get("filepath") and Path(d["filepath"]).is_file()
+    ]
     if not files:
-        files = sorted(f for f in dl_dir.glob(f"{ORIGINAL_STEM}.*")
-                       if f.is_file() and not f.name.endswith((".part", ".ytdl")))
+        files = sorted(
+            f
+            for f in dl_dir.glob(f"{ORIGINAL_STEM}.*")
+            if f.is_file() and not f.name.endswith((".part", ".ytdl"))
+        )
     if not files:
         raise DownloadFailedError(f"download failed for {url}: no file was written", url=url)
     dest = stage / f"{ORIGINAL_STEM}.{_safe_ext(files[0].name)}"
@@ -231,6 +251,16 @@ def _download(url: str, stage: Path, *, max_height: int, allow_file_urls: bool,
 def _info_str(info: dict[str, Any], key: str) -> str | None:
     value = info.get(key)
     return str(value) if value not in (None, "") else None
+
+
+def _publish(staged: list[Path], out: Path) -> list[Path]:
+    """Move the staged files into ``out``, first dropping the files of an earlier ingest into
+    the same folder that this one does not replace, so it always describes exactly one ingest."""
+    keep = {f.name for f in staged}
+    for old in [*out.glob(f"{ORIGINAL_STEM}.*"), out / NORMALIZED_NAME]:
+        if old.name not in keep and old.is_file():
+            old.unlink()
+    return publish(staged, out)
 
 
 def ingest(
@@ -263,25 +293,29 @@ def ingest(
     with staging_dir(out) as stage:
         fetch = report.span(0.0, _FETCH_SHARE)
         if source_type == "url":
-            original, info = _download(where, stage, max_height=max_height,
-                                       allow_file_urls=allow_file_urls, ydl_opts=ydl_opts,
-                                       progress=fetch)
+            original, info = _download(
+                where,
+                stage,
+                max_height=max_height,
+                allow_file_urls=allow_file_urls,
+                ydl_opts=ydl_opts,
+                progress=fetch,
+            )
         else:
             original = _copy_local(Path(where), stage, fetch)
         report(_FETCH_SHARE, "probing")
         first = probe(original, verify=True)
-        result = normalize(original, stage / NORMALIZED_NAME, probe_result=first,
-                           progress=report.span(_FETCH_SHARE + 0.02, 0.98), force=force_normalize)
+        result = normalize(
+            original,
+            stage / NORMALIZED_NAME,
+            probe_result=first,
+            progress=report.span(_FETCH_SHARE + 0.02, 0.98),
+            force=force_normalize,
+        )
         staged = [original]
         if result.action != "none":
             staged.append(stage / NORMALIZED_NAME)
-        # Drop files of an earlier ingest into the same folder that this one does not replace,
-        # so the folder always describes exactly one ingest.
-        keep = {f.name for f in staged}
-        for old in [*out.glob(f"{ORIGINAL_STEM}.*"), out / NORMALIZED_NAME]:
-            if old.name not in keep and old.is_file():
-                old.unlink()
-        published = publish(staged, out)
+        published = _publish(staged, out)
     original_path = published[0]
     final_path = published[-1]
     final_probe = dataclasses.asdict(first) if result.action == "none" else dict(result.probe)

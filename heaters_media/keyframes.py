@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heaters_media.errors import CorruptMediaError, InvalidInputError
+from heaters_media.probe import probe_video
 from heaters_media.results import Result
-from heaters_media.split import probe_video
 from heaters_media.tools import (
     existing_file,
     ffmpeg_cmd,

@@ -15,7 +15,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from heaters_media.errors import InvalidInputError, ToolFailedError
 from heaters_media.probe import ProbeResult, probe
+from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
 from heaters_media.tools import (
     atomic_path,
@@ -33,7 +34,6 @@ from heaters_media.tools import (
     stderr_tail,
 )
 
-ProgressFn = Callable[[float, str], None]
 Action = Literal["none", "remux", "transcode_audio", "transcode"]
 
 #: File name suffixes we accept as "already an MP4". ffprobe reports MP4 and QuickTime MOV with the
@@ -78,8 +78,13 @@ def _problems(p: ProbeResult) -> list[tuple[str, str]]:
         found.append((_AUDIO, f"audio codec is {p.audio_codec}, not aac"))
     is_mp4 = "mp4" in p.format_name and Path(p.path).suffix.lower() in MP4_SUFFIXES
     if not is_mp4:
-        found.append((_CONTAINER, f"container is {p.format_name or 'unknown'}"
-                                  f" ({Path(p.path).suffix or 'no suffix'}), not mp4"))
+        found.append(
+            (
+                _CONTAINER,
+                f"container is {p.format_name or 'unknown'}"
+                f" ({Path(p.path).suffix or 'no suffix'}), not mp4",
+            )
+        )
     elif not p.faststart:
         found.append((_CONTAINER, "not faststart (moov atom after mdat)"))
     return found
@@ -114,8 +119,9 @@ def _output_rate(p: ProbeResult) -> str:
     return f"{rate.numerator}/{rate.denominator}"
 
 
-def _ffmpeg_args(src: Path, dst: Path, p: ProbeResult, action: Action, crf: int,
-                 preset: str) -> list[str]:
+def _ffmpeg_args(
+    src: Path, dst: Path, p: ProbeResult, action: Action, crf: int, preset: str
+) -> list[str]:
     """ffmpeg arguments (after the global ones) for ``action``.
 
     Only the first real video stream (``V`` skips cover art) and the first audio stream are kept:
@@ -133,10 +139,20 @@ def _ffmpeg_args(src: Path, dst: Path, p: ProbeResult, action: Action, crf: int,
         # video is moved to start at 0: a source whose first frame sits a fraction of a frame
         # late (common after a remux into MKV) would otherwise get a duplicated first frame
         # from the CFR conversion; the price is an audio shift smaller than that offset.
-        args += ["-vf", "setpts=PTS-STARTPTS,scale=trunc(iw/2)*2:trunc(ih/2)*2",
-                 *h264_args(preset, crf), "-fps_mode", "cfr", "-r", _output_rate(p)]
-        args += ["-c:a", "copy"] if p.audio_codec == "aac" else [
-            "-af", "asetpts=PTS-STARTPTS", "-c:a", "aac", "-b:a", "160k"]
+        args += [
+            "-vf",
+            "setpts=PTS-STARTPTS,scale=trunc(iw/2)*2:trunc(ih/2)*2",
+            *h264_args(preset, crf),
+            "-fps_mode",
+            "cfr",
+            "-r",
+            _output_rate(p),
+        ]
+        args += (
+            ["-c:a", "copy"]
+            if p.audio_codec == "aac"
+            else ["-af", "asetpts=PTS-STARTPTS", "-c:a", "aac", "-b:a", "160k"]
+        )
     args += ["-movflags", "+faststart", "-f", "mp4", str(dst)]
     return args
 
@@ -155,8 +171,9 @@ def _parse_out_time(line: str) -> float | None:
     return None
 
 
-def run_ffmpeg_with_progress(args: Sequence[str], *, what: str, duration: float,
-                             progress: ProgressFn | None, message: str) -> None:
+def run_ffmpeg_with_progress(
+    args: Sequence[str], *, what: str, duration: float, progress: ProgressFn | None, message: str
+) -> None:
     """Run ffmpeg, reporting ``out_time / duration`` through ``progress`` as it goes.
 
     stderr goes to a temporary file rather than a pipe so a chatty ffmpeg can never block on a
@@ -166,8 +183,9 @@ def run_ffmpeg_with_progress(args: Sequence[str], *, what: str, duration: float,
     require_tool(cmd[0])
     last = 0.0
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                errors="replace")
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, errors="replace"
+        )
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
@@ -220,20 +238,36 @@ def normalize(
         action = "transcode"
         reasons = reasons or ["forced"]
     if action == "none":
-        return NormalizeResult(path=str(src), reasons=[], action="none",
-                               seconds=round(time.monotonic() - started, 3),
-                               probe=dataclasses.asdict(p))
+        return NormalizeResult(
+            path=str(src),
+            reasons=[],
+            action="none",
+            seconds=round(time.monotonic() - started, 3),
+            probe=dataclasses.asdict(p),
+        )
 
     with atomic_path(dst) as tmp:
         args = _ffmpeg_args(src, tmp, p, action, crf, preset)
-        run_ffmpeg_with_progress(args, what=f"normalize ({action}) {src.name}",
-                                 duration=p.duration, progress=progress, message=action)
+        run_ffmpeg_with_progress(
+            args,
+            what=f"normalize ({action}) {src.name}",
+            duration=p.duration,
+            progress=progress,
+            message=action,
+        )
         out = probe(tmp, verify=True)
         left = needs_normalization(out)
         if left:
-            raise ToolFailedError(f"normalize ({action}) of {src.name} did not produce a "
-                                  f"conforming file: {'; '.join(left)}", reasons=left)
+            raise ToolFailedError(
+                f"normalize ({action}) of {src.name} did not produce a "
+                f"conforming file: {'; '.join(left)}",
+                reasons=left,
+            )
     out.path = str(dst)
-    return NormalizeResult(path=str(dst), reasons=reasons, action=action,
-                           seconds=round(time.monotonic() - started, 3),
-                           probe=dataclasses.asdict(out))
+    return NormalizeResult(
+        path=str(dst),
+        reasons=reasons,
+        action=action,
+        seconds=round(time.monotonic() - started, 3),
+        probe=dataclasses.asdict(out),
+    )

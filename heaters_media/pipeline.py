@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from heaters_media.ingest import ingest
 from heaters_media.keyframes import extract_keyframes
+from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
 from heaters_media.scenes import detect_scenes
 from heaters_media.split import split_video
 from heaters_media.sprite import make_sprite
-
-ProgressFn = Callable[[float, str], None]
 
 
 @dataclass

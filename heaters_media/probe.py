@@ -2,6 +2,9 @@
 
 The truncation check counts demuxed packets (no decoding) and compares them with the container's
 own frame count, so a file cut short is reported as corrupt before anything expensive runs.
+
+This module is the package's one way to run ffprobe (:func:`ffprobe_json`) and to read a file's
+video packets (:func:`read_packets`); the other modules go through it.
 """
 
 from __future__ import annotations
@@ -10,14 +13,20 @@ import json
 import os
 import struct
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from heaters_media.errors import CorruptMediaError, UnsupportedMediaError
+from heaters_media.errors import (
+    CorruptMediaError,
+    MediaError,
+    ToolFailedError,
+    UnsupportedMediaError,
+)
 from heaters_media.results import Result
-from heaters_media.tools import FFPROBE, existing_file, require_tool, stderr_tail
+from heaters_media.tools import existing_file, ffprobe_bin, require_tool, stderr_tail
 
 # ffmpeg "demuxes" still images and even text files as one-frame videos; none is footage.
 STILL_IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
@@ -99,39 +108,43 @@ def is_faststart(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def _ffprobe_json(args: list[str], path: Path) -> dict[str, Any]:
-    require_tool(FFPROBE)
+def ffprobe_json(path: Path, args: Sequence[str], *, what: str | None = None) -> dict[str, Any]:
+    """Run ``ffprobe -v error -of json ARGS PATH`` and return its parsed output.
+
+    Without ``what`` a failure means the file itself cannot be read: CorruptMediaError. With
+    ``what`` (the step, for the message) it is a ToolFailedError instead, for files this package
+    wrote itself or already probed, where a failure is the tool's and not the input's.
+    """
+    ffprobe = ffprobe_bin()
+    require_tool(ffprobe)
     proc = subprocess.run(
-        [FFPROBE, "-v", "error", "-of", "json", *args, str(path)],
+        [ffprobe, "-v", "error", "-of", "json", *args, str(path)],
         capture_output=True,
         text=True,
         errors="replace",
         check=False,
     )
     if proc.returncode != 0:
+        if what is not None:
+            raise ToolFailedError(
+                f"{what}: ffprobe exited {proc.returncode}: {stderr_tail(proc.stderr)}"
+            )
         raise CorruptMediaError(
             f"cannot read media file {path.name}: {stderr_tail(proc.stderr)}", path=str(path)
         )
     try:
-        return json.loads(proc.stdout or "{}")
+        data: dict[str, Any] = json.loads(proc.stdout or "{}")
     except json.JSONDecodeError as exc:
+        if what is not None:
+            raise ToolFailedError(f"{what}: unreadable ffprobe output") from exc
         raise CorruptMediaError(f"ffprobe gave unreadable output for {path.name}") from exc
+    return data
 
 
-def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
-    """Probe ``path``; with ``verify`` also count packets to catch truncated files.
-
-    Raises CorruptMediaError for empty/unreadable/truncated files and UnsupportedMediaError for
-    files without a (real) video stream, such as audio-only files or still images.
-    """
-    p = existing_file(path)
-    size = p.stat().st_size
-    if size == 0:
-        raise CorruptMediaError(f"empty file: {p.name}", path=str(p))
-    args = ["-show_format", "-show_streams"]
-    if verify:
-        args += ["-count_packets"]
-    info = _ffprobe_json(args, p)
+def _select_streams(
+    info: dict[str, Any], p: Path
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any], str]:
+    """(video stream, audio stream or None, format, format name) of a file that is footage."""
     streams = info.get("streams") or []
     fmt = info.get("format") or {}
     if not streams:
@@ -152,7 +165,11 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
         raise UnsupportedMediaError(f"{p.name} is a still image, not a video", path=str(p))
     if fmt_name in TEXT_NAMES or v.get("codec_name") in TEXT_NAMES:
         raise UnsupportedMediaError(f"{p.name} is a text file, not a video", path=str(p))
+    return v, a, fmt, fmt_name
 
+
+def _frame_rate(v: dict[str, Any], p: Path) -> tuple[Fraction, bool]:
+    """(frame rate, whether the stream is variable frame rate) of video stream ``v``."""
     r_rate = _fraction(v.get("r_frame_rate"))
     avg_rate = _fraction(v.get("avg_frame_rate"))
     rate = avg_rate or r_rate
@@ -161,7 +178,13 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     is_vfr = bool(
         r_rate and avg_rate and abs(float(r_rate) - float(avg_rate)) > 0.01 * float(avg_rate)
     )
+    return rate, is_vfr
 
+
+def _frames_and_duration(
+    v: dict[str, Any], fmt: dict[str, Any], rate: Fraction, p: Path, *, verify: bool
+) -> tuple[int, float, int | None]:
+    """(frame count, duration, declared frame count); with ``verify`` a short file is corrupt."""
     duration = float(v.get("duration") or fmt.get("duration") or 0.0)
     declared = int(v["nb_frames"]) if str(v.get("nb_frames", "")).isdigit() else None
     counted = int(v["nb_read_packets"]) if str(v.get("nb_read_packets", "")).isdigit() else None
@@ -179,7 +202,25 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
             duration = frame_count / float(rate)
         else:
             raise CorruptMediaError(f"{p.name}: no video frames", path=str(p))
+    return frame_count, duration, declared
 
+
+def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
+    """Probe ``path``; with ``verify`` also count packets to catch truncated files.
+
+    Raises CorruptMediaError for empty/unreadable/truncated files and UnsupportedMediaError for
+    files without a (real) video stream, such as audio-only files or still images.
+    """
+    p = existing_file(path)
+    size = p.stat().st_size
+    if size == 0:
+        raise CorruptMediaError(f"empty file: {p.name}", path=str(p))
+    args = ["-show_format", "-show_streams"]
+    if verify:
+        args += ["-count_packets"]
+    v, a, fmt, fmt_name = _select_streams(ffprobe_json(p, args), p)
+    rate, is_vfr = _frame_rate(v, p)
+    frame_count, duration, declared = _frames_and_duration(v, fmt, rate, p, verify=verify)
     bit_rate = fmt.get("bit_rate")
     tags = {str(k).lower(): str(val) for k, val in (fmt.get("tags") or {}).items()}
     return ProbeResult(
@@ -208,6 +249,97 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     )
 
 
+def probe_video(path: str | os.PathLike[str]) -> ProbeResult:
+    """Probe (with the truncation check) a file that must be a real video, with typed errors:
+    ``probe`` itself rejects audio-only, still images and text files."""
+    return probe(existing_file(path), verify=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Packets
+
+
+@dataclass(frozen=True)
+class Packets:
+    """The video packets of a file (demuxed, not decoded), sorted into presentation order.
+
+    ``discard`` counts the packets flagged ``D`` (dropped at decode, e.g. hidden by an edit
+    list); :func:`read_packets` lists them too only when asked to keep them.
+    """
+
+    pts: list[int]
+    pts_time: list[float]  # ffprobe's own seconds for each pts (not shifted by format_start)
+    keys: list[bool]
+    discard: int
+    time_base: Fraction
+    format_start: Fraction
+
+    def time(self, index: int) -> Fraction:
+        """Seconds of frame ``index`` relative to the file start that ``-ss`` is measured from."""
+        return self.pts[index] * self.time_base - self.format_start
+
+
+def read_packets(path: Path, *, keep_discarded: bool = False, what: str | None = None) -> Packets:
+    """Read the first video stream's packets of ``path`` (demux only, no decoding).
+
+    Packets without a numeric pts are skipped; discarded ones are counted and, unless
+    ``keep_discarded``, left out. ``what`` selects ToolFailedError over CorruptMediaError on
+    failure (see :func:`ffprobe_json`).
+    """
+    info = ffprobe_json(
+        path,
+        [
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,pts_time,flags:stream=time_base:format=start_time",
+        ],
+        what=what,
+    )
+    streams = info.get("streams") or [{}]
+    try:
+        tb = Fraction(streams[0].get("time_base") or "1/90000")
+    except (ValueError, ZeroDivisionError):
+        tb = Fraction(1, 90000)
+    try:
+        fmt_start = Fraction((info.get("format") or {}).get("start_time") or "0")
+    except ValueError:
+        fmt_start = Fraction(0)
+    rows: list[tuple[int, float, bool]] = []
+    discard = 0
+    for pk in info.get("packets") or []:
+        flags = str(pk.get("flags", ""))
+        if "D" in flags:
+            discard += 1
+            if not keep_discarded:
+                continue
+        pts = pk.get("pts")
+        if isinstance(pts, int) or (isinstance(pts, str) and pts.lstrip("-").isdigit()):
+            rows.append((int(pts), float(pk.get("pts_time") or 0.0), "K" in flags))
+    rows.sort()
+    return Packets(
+        pts=[r[0] for r in rows],
+        pts_time=[r[1] for r in rows],
+        keys=[r[2] for r in rows],
+        discard=discard,
+        time_base=tb,
+        format_start=fmt_start,
+    )
+
+
+def clip_is_exact(path: Path, frames: int, max_start: Fraction = Fraction(1, 1000)) -> bool:
+    """True when ``path`` holds exactly ``frames`` displayable video frames starting on a key
+    frame at time 0 (within ``max_start`` s): an edit list hiding frames, a short copy or a late
+    start all fail."""
+    try:
+        pk = read_packets(path, what=f"reading packets of {path.name}")
+    except MediaError:
+        return False
+    if pk.discard or len(pk.pts) != frames or not pk.keys or not pk.keys[0]:
+        return False
+    return abs(pk.pts[0] * pk.time_base) <= max_start
+
+
 @dataclass(frozen=True)
 class PacketIndex:
     """Video packets in presentation order: how many, and which are key frames (with times)."""
@@ -218,18 +350,15 @@ class PacketIndex:
 
 
 def packet_index(path: str | os.PathLike[str]) -> PacketIndex:
-    """Read the video packets (demux only, no decoding): counts and key-frame positions."""
-    p = existing_file(path)
-    info = _ffprobe_json(["-select_streams", "v:0", "-show_entries", "packet=pts,pts_time,flags",
-                          "-show_entries", "format=start_time"], p)
-    packets = sorted(
-        (int(pk["pts"]), float(pk.get("pts_time") or 0.0), "K" in pk.get("flags", ""))
-        for pk in info.get("packets") or []
-        if str(pk.get("pts", "")).lstrip("-").isdigit()
-    )
-    start = float((info.get("format") or {}).get("start_time") or 0.0)
-    keys = [(i, t - start) for i, (_, t, key) in enumerate(packets) if key]
-    return PacketIndex(len(packets), [i for i, _ in keys], [t for _, t in keys])
+    """Read the video packets (demux only, no decoding): counts and key-frame positions.
+
+    Every packet with a timestamp counts, discarded ones included.
+    """
+    packets = read_packets(existing_file(path), keep_discarded=True)
+    start = float(packets.format_start)
+    times_keys = zip(packets.pts_time, packets.keys, strict=True)
+    keys = [(i, t - start) for i, (t, key) in enumerate(times_keys) if key]
+    return PacketIndex(len(packets.pts), [i for i, _ in keys], [t for _, t in keys])
 
 
 def keyframe_indices(path: str | os.PathLike[str]) -> list[int]:

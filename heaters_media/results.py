@@ -10,5 +10,7 @@ class Result:
     """Mixin: ``to_dict`` gives the JSON-ready form printed by the CLI."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        if not dataclasses.is_dataclass(self) or isinstance(self, type):
+            raise TypeError("asdict() should be called on dataclass instances")
+        data = dataclasses.asdict(self)
         return {"status": "success", **data}

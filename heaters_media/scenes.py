@@ -21,7 +21,6 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -38,9 +37,8 @@ from heaters_media.frames import (
     stream_frames,
 )
 from heaters_media.probe import packet_index, probe
+from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
-
-ProgressFn = Callable[[float, str], None]
 
 DEFAULT_THRESHOLDS = {"adaptive": 3.0, "content": 27.0, "histogram": 0.6}
 DEFAULT_ANALYSIS_WIDTH = 160
@@ -204,8 +202,13 @@ class _SegmentScores:
 
 
 def _score_segments(
-    path: str | os.PathLike[str], geometry: FrameGeometry, detector: str,
-    segments: list[Segment], fast_decode: bool, cpus: int, progress: ProgressFn | None,
+    path: str | os.PathLike[str],
+    geometry: FrameGeometry,
+    detector: str,
+    segments: list[Segment],
+    fast_decode: bool,
+    cpus: int,
+    progress: ProgressFn | None,
     total: int,
 ) -> tuple[np.ndarray, int] | None:
     """Score every frame, decoding the segments side by side (one ffmpeg each).
@@ -224,8 +227,14 @@ def _score_segments(
         first = last = None
         n = 0
         limit = seg.end - seg.start if len(segments) > 1 and seg.seek is None else None
-        for chunk in stream_frames(path, geometry, fast_decode=fast_decode, threads=threads,
-                                   seek=seg.seek, max_frames=limit):
+        for chunk in stream_frames(
+            path,
+            geometry,
+            fast_decode=fast_decode,
+            threads=threads,
+            seek=seg.seek,
+            max_frames=limit,
+        ):
             if first is None:
                 first = chunk[0].copy()
             last = chunk[-1]
@@ -290,12 +299,14 @@ def detect_scenes(
             info = replace(info, frame_count=index.count or info.frame_count)
         segments = plan_segments(index.count, index.keyframes, index.keyframe_times, parallel)
     geometry = analysis_geometry(info.width, info.height, width)
-    scored = _score_segments(path, geometry, detector, segments, fast_decode, parallel,
-                             progress, info.frame_count)
+    scored = _score_segments(
+        path, geometry, detector, segments, fast_decode, parallel, progress, info.frame_count
+    )
     if scored is None:  # a segment did not decode to its expected frames: play it safe
         segments = [Segment(0, info.frame_count, None)]
-        scored = _score_segments(path, geometry, detector, segments, fast_decode, 1, progress,
-                                 info.frame_count)
+        scored = _score_segments(
+            path, geometry, detector, segments, fast_decode, 1, progress, info.frame_count
+        )
     assert scored is not None
     scores, done = scored
     if done == 0:

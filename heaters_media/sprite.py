@@ -15,8 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from heaters_media.errors import InvalidInputError
+from heaters_media.probe import probe_video
 from heaters_media.results import Result
-from heaters_media.split import probe_video
 from heaters_media.tools import atomic_path, existing_file, ffmpeg_cmd, run, video_input_args
 
 #: Largest dimension (pixels) a baseline JPEG can have, with a little margin to 65535.
@@ -82,25 +82,10 @@ def plan_sprite(
     return rate, n, cols, math.ceil(n / cols)
 
 
-def make_sprite(
-    clip: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    *,
-    tile_width: int = 480,
-    max_fps: float = 24.0,
-    cols: int = 5,
-    quality: int = 4,
-    max_height: int = JPEG_MAX_DIMENSION,
-) -> SpriteResult:
-    """Write a sprite-sheet JPEG of ``clip`` to ``out_path`` and its metadata beside it (.json).
-
-    Tiles are ``tile_width`` wide with the clip's aspect ratio (even height). The sprite samples
-    ``min(max_fps, clip fps)`` frames per second, lowered further when needed so the sheet stays
-    within ``max_height`` pixels (the JPEG limit); the rate actually used is reported.
-    ``quality`` is ffmpeg's JPEG ``-q:v`` (2 best .. 31 worst).
-    """
-    src = existing_file(clip)
-    out = Path(out_path)
+def _check_request(
+    out: Path, tile_width: int, max_fps: float, cols: int, quality: int, max_height: int
+) -> None:
+    """Reject an impossible sprite request before any work."""
     if out.suffix.lower() not in (".jpg", ".jpeg"):
         raise InvalidInputError(f"sprite must be a .jpg file, got {out.name}")
     if out.exists() and out.is_dir():
@@ -111,45 +96,13 @@ def make_sprite(
         )
     if not 2 <= max_height <= JPEG_MAX_DIMENSION:
         raise InvalidInputError(f"max_height must be within 2..{JPEG_MAX_DIMENSION}")
-    tile_width -= tile_width % 2
-    info = probe_video(src)
-    if info.width <= 0 or info.height <= 0:
-        raise InvalidInputError(f"{src.name} has no frame size")
-    tile_height = max(2, 2 * round(tile_width * info.height / info.width / 2))
-    clip_fps = Fraction(info.fps_fraction)
-    rate, n, cols, rows = plan_sprite(
-        info.frame_count,
-        clip_fps,
-        tile_width=tile_width,
-        tile_height=tile_height,
-        max_fps=max_fps,
-        cols=cols,
-        max_height=max_height,
-    )
-    width, height = cols * tile_width, rows * tile_height
-    if width > JPEG_MAX_DIMENSION:
-        raise InvalidInputError(
-            f"sprite would be {width} px wide (JPEG limit "
-            f"{JPEG_MAX_DIMENSION}); use fewer cols or narrower tiles"
-        )
-    meta_path = out.with_suffix(".json")
-    result = SpriteResult(
-        path=str(out),
-        json_path=str(meta_path),
-        clip=str(src),
-        cols=cols,
-        rows=rows,
-        tile_width=tile_width,
-        tile_height=tile_height,
-        frame_count=n,
-        sprite_fps=round(float(rate), 6),
-        sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
-        clip_fps=info.fps,
-        clip_frame_count=info.frame_count,
-        duration=info.duration,
-        width=width,
-        height=height,
-    )
+
+
+def _render(src: Path, out: Path, result: SpriteResult, rate: Fraction, quality: int) -> None:
+    """Make the sheet planned in ``result`` and write it with its metadata, both atomically."""
+    meta_path = Path(result.json_path)
+    tile_width, tile_height = result.tile_width, result.tile_height
+    cols, rows = result.cols, result.rows
     graph = (
         f"fps={rate.numerator}/{rate.denominator},"
         f"scale={tile_width}:{tile_height}:flags=bicubic,setsar=1,"
@@ -177,4 +130,65 @@ def make_sprite(
         meta["image"] = out.name
         meta["tile_seconds"] = round(1 / float(rate), 6)
         tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def make_sprite(
+    clip: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    tile_width: int = 480,
+    max_fps: float = 24.0,
+    cols: int = 5,
+    quality: int = 4,
+    max_height: int = JPEG_MAX_DIMENSION,
+) -> SpriteResult:
+    """Write a sprite-sheet JPEG of ``clip`` to ``out_path`` and its metadata beside it (.json).
+
+    Tiles are ``tile_width`` wide with the clip's aspect ratio (even height). The sprite samples
+    ``min(max_fps, clip fps)`` frames per second, lowered further when needed so the sheet stays
+    within ``max_height`` pixels (the JPEG limit); the rate actually used is reported.
+    ``quality`` is ffmpeg's JPEG ``-q:v`` (2 best .. 31 worst).
+    """
+    src = existing_file(clip)
+    out = Path(out_path)
+    _check_request(out, tile_width, max_fps, cols, quality, max_height)
+    tile_width -= tile_width % 2
+    info = probe_video(src)
+    if info.width <= 0 or info.height <= 0:
+        raise InvalidInputError(f"{src.name} has no frame size")
+    tile_height = max(2, 2 * round(tile_width * info.height / info.width / 2))
+    clip_fps = Fraction(info.fps_fraction)
+    rate, n, cols, rows = plan_sprite(
+        info.frame_count,
+        clip_fps,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        max_fps=max_fps,
+        cols=cols,
+        max_height=max_height,
+    )
+    width, height = cols * tile_width, rows * tile_height
+    if width > JPEG_MAX_DIMENSION:
+        raise InvalidInputError(
+            f"sprite would be {width} px wide (JPEG limit "
+            f"{JPEG_MAX_DIMENSION}); use fewer cols or narrower tiles"
+        )
+    result = SpriteResult(
+        path=str(out),
+        json_path=str(out.with_suffix(".json")),
+        clip=str(src),
+        cols=cols,
+        rows=rows,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        frame_count=n,
+        sprite_fps=round(float(rate), 6),
+        sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
+        clip_fps=info.fps,
+        clip_frame_count=info.frame_count,
+        duration=info.duration,
+        width=width,
+        height=height,
+    )
+    _render(src, out, result, rate, quality)
     return result

@@ -18,8 +18,15 @@ from pathlib import Path
 
 from heaters_media.errors import InvalidInputError, ToolFailedError
 
-FFMPEG = os.environ.get("HEATERS_FFMPEG", "ffmpeg")
-FFPROBE = os.environ.get("HEATERS_FFPROBE", "ffprobe")
+
+def ffmpeg_bin() -> str:
+    """The ffmpeg executable: ``$HEATERS_FFMPEG`` if set, else ``ffmpeg`` (read at each call)."""
+    return os.environ.get("HEATERS_FFMPEG", "ffmpeg")
+
+
+def ffprobe_bin() -> str:
+    """The ffprobe executable: ``$HEATERS_FFPROBE`` if set, else ``ffprobe`` (read at each call)."""
+    return os.environ.get("HEATERS_FFPROBE", "ffprobe")
 
 
 def require_tool(name: str) -> str:
@@ -63,7 +70,7 @@ def run(
 
 def ffmpeg_cmd(*args: str, threads: int | None = None) -> list[str]:
     """An ffmpeg command line with our standard quiet, non-interactive flags."""
-    base = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    base = [ffmpeg_bin(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     if threads:
         base += ["-threads", str(threads)]
     return base + list(args)
@@ -126,3 +133,18 @@ def h264_args(preset: str, crf: int) -> list[str]:
 def video_input_args(src: str | os.PathLike[str]) -> list[str]:
     """Read ``src`` and keep only its first video stream (audio, subtitles, data dropped)."""
     return ["-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn"]
+
+
+def stream_map_args(has_audio: bool) -> list[str]:
+    """Keep the first video stream (and first audio stream), drop everything else."""
+    return [
+        "-map",
+        "0:v:0",
+        *(["-map", "0:a:0"] if has_audio else []),
+        "-sn",
+        "-dn",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+    ]

@@ -1,1 +1,1 @@
-"""heaters_resources (see ../shared/design.md)."""
+"""heaters_resources: state and storage (ARCHITECTURE.md, "Layers")."""

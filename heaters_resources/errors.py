@@ -14,8 +14,15 @@ class NotFoundError(HeatersStateError):
 class InvalidTransitionError(HeatersStateError):
     """The row is not in a state from which this transition is allowed."""
 
-    def __init__(self, entity: str, entity_id: object, action: str, state: str,
-                 allowed: frozenset[str] | tuple[str, ...] = (), reason: str = "") -> None:
+    def __init__(
+        self,
+        entity: str,
+        entity_id: object,
+        action: str,
+        state: str,
+        allowed: frozenset[str] | tuple[str, ...] = (),
+        reason: str = "",
+    ) -> None:
         self.entity, self.entity_id, self.action, self.state = entity, entity_id, action, state
         self.allowed = tuple(sorted(allowed))
         self.reason = reason

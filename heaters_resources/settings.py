@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOME = "./.heaters"
 
@@ -22,9 +23,25 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A non-negative number of seconds; a malformed value is an error, not a silent default."""
+    raw = _clean(env.get(name))
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be a finite number of seconds >= 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Where state lives: HEATERS_HOME, the database URL and the S3 object store (if any)."""
+    """Every ``HEATERS_*`` setting of the platform (ARCHITECTURE.md, "Configuration"): where state
+    lives (HEATERS_HOME, the database URL, the S3 object store), the default embedding space,
+    the inbox and archive timings, and the review page's secrets. Nothing else reads them."""
 
     home: Path
     database_url: str | None = None
@@ -32,6 +49,19 @@ class Settings:
     s3_prefix: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    #: Default embedding space (None: the weights-free descriptor / ``keyframe_multi_avg``).
+    embedding_model: str | None = None
+    embedding_strategy: str | None = None
+    #: Inbox sensors: a dropped file must keep its size this long before it is registered.
+    inbox_settle_seconds: float = 2.0
+    #: S3 prefix watched as an inbox ("" : no S3 inbox).
+    inbox_prefix: str = ""
+    #: An archive waits this long before its objects are deleted, so an undo can still win.
+    archive_grace_seconds: float = 60.0
+    #: Review page: a shared token required from non-loopback clients, and the key that signs
+    #: its cookies (None: a random one per process, so sessions end with the process).
+    review_token: str | None = None
+    review_secret: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -44,10 +74,17 @@ class Settings:
             s3_prefix=_clean(env.get("HEATERS_S3_PREFIX")) or "",
             s3_endpoint_url=_clean(env.get("HEATERS_S3_ENDPOINT_URL")),
             s3_region=_clean(env.get("HEATERS_S3_REGION")),
+            embedding_model=_clean(env.get("HEATERS_EMBEDDING_MODEL")),
+            embedding_strategy=_clean(env.get("HEATERS_EMBEDDING_STRATEGY")),
+            inbox_settle_seconds=_seconds(env, "HEATERS_INBOX_SETTLE_SECONDS", 2.0),
+            inbox_prefix=_clean(env.get("HEATERS_INBOX_PREFIX")) or "",
+            archive_grace_seconds=_seconds(env, "HEATERS_ARCHIVE_GRACE_SECONDS", 60.0),
+            review_token=_clean(env.get("HEATERS_REVIEW_TOKEN")),
+            review_secret=_clean(env.get("HEATERS_REVIEW_SECRET")),
         )
 
-    def with_overrides(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
 
     @property
     def pgdata_dir(self) -> Path:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, CI): install what is missing, lint, run the whole suite.
+# The test command (README, CI): install what is missing, check format, lint and types (mypy),
+# run the whole suite.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k scenes -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,9 @@ if ! command -v chromium >/dev/null 2>&1; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
 fi
+.venv/bin/ruff format --check .
 .venv/bin/ruff check .
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from heaters_resources.db import Database
-from heaters_resources.embedded_pg import EmbeddedServer, ensure_server, stop_server
-from heaters_resources.storage import LocalObjectStore, S3ObjectStore
+from heaters_resources.db.embedded_pg import EmbeddedServer, ensure_server, stop_server
+from heaters_resources.db.engine import Database
+from heaters_resources.store.objects import LocalObjectStore, S3ObjectStore
 
-TABLES = ("review_events", "pending_object_deletions", "clip_embeddings", "clip_artifacts",
-          "clips", "source_videos")
+TABLES = (
+    "review_events",
+    "pending_object_deletions",
+    "clip_embeddings",
+    "clip_artifacts",
+    "clips",
+    "source_videos",
+)
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +85,18 @@ def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1, spoken to over HTTP; dummy credentials via the env."""
     from moto.server import ThreadedMotoServer
 
-    saved = {k: os.environ.get(k) for k in (
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_SESSION_TOKEN",
+        )
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
     os.environ.pop("AWS_SESSION_TOKEN", None)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -100,9 +114,14 @@ def s3_endpoint() -> Iterator[str]:
 def s3_store(s3_endpoint: str) -> S3ObjectStore:
     """An S3 store on a fresh bucket, with a small multipart threshold (5 MiB, S3's minimum)."""
     bucket = f"heaters-{uuid.uuid4().hex[:12]}"
-    store = S3ObjectStore(bucket, prefix="lib", region="us-east-1", endpoint_url=s3_endpoint,
-                          multipart_threshold=5 * 1024 * 1024,
-                          multipart_chunksize=5 * 1024 * 1024)
+    store = S3ObjectStore(
+        bucket,
+        prefix="lib",
+        region="us-east-1",
+        endpoint_url=s3_endpoint,
+        multipart_threshold=5 * 1024 * 1024,
+        multipart_chunksize=5 * 1024 * 1024,
+    )
     store.client.create_bucket(Bucket=bucket)
     return store
 

@@ -173,12 +173,17 @@ def make_edited_footage(
     size: tuple[int, int] = (1280, 720),
     fps: int = 25,
     source_frames: int = 132,
+    gop: int | None = None,
 ) -> tuple[Path, list[int]]:
     """Cut pieces of a real continuous shot, give each a different look, and concatenate them.
 
     Returns the file and the exact cut frames (first frame of every piece after the first).
     Consecutive pieces come from different times of the shot *and* have different looks, like
     shots of one edited scene, so cuts are real but not trivially different in colour.
+
+    By default x264 places key frames itself (it tends to put one on each cut). ``gop`` fixes
+    the key-frame interval instead (key frames only every ``gop`` frames, none for scene cuts),
+    as in footage re-encoded by a platform; the same ``seed`` gives the same pieces either way.
     """
     import random
 
@@ -220,6 +225,7 @@ def make_edited_footage(
             str(fps),
             "-pix_fmt",
             "yuv420p",
+            *(["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"] if gop else []),
             "-movflags",
             "+faststart",
             str(path),

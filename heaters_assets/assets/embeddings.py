@@ -11,11 +11,11 @@ import dagster as dg
 from heaters_assets.assets.clips import keyframes
 from heaters_assets.partitions import EMBEDDING_BACKFILL_POLICY, clips_partitions
 from heaters_assets.progress import run_log_progress
-from heaters_resources import embeddings
-from heaters_resources.resources import DatabaseResource, ObjectStoreResource
-from heaters_resources.similarity import embedding_problems
+from heaters_resources.orchestration import names
+from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.steps import embeddings
+from heaters_resources.steps.checks import embedding_problems
 
-EMBEDDING_TAGS = {"heaters/resource": "embedding"}
 CHECK = "embedding_dimension_and_norm"
 
 
@@ -35,45 +35,72 @@ class EmbeddingConfig(dg.Config):
 
 @dg.asset(
     partitions_def=clips_partitions,
-    group_name="clips",
+    group_name=names.CLIPS_GROUP,
     deps=[keyframes],
     backfill_policy=EMBEDDING_BACKFILL_POLICY,
-    op_tags=EMBEDDING_TAGS,
+    op_tags=names.EMBEDDING_TAGS,
     description="Image embedding of the clip's keyframes (pgvector, HNSW cosine), one row per "
-                "(clip, model, strategy). Approved clips move to embedded.",
-    check_specs=[dg.AssetCheckSpec(CHECK, asset="clip_embedding",
-                                   description="Stored vectors have the model's dimension "
-                                               "and unit norm (1 +- 1e-3).")],
+    "(clip, model, strategy). Approved clips move to embedded.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK,
+            asset="clip_embedding",
+            description="Stored vectors have the model's dimension and unit norm (1 +- 1e-3).",
+        )
+    ],
     kinds={"pgvector"},
 )
-def clip_embedding(context: dg.AssetExecutionContext, config: EmbeddingConfig,
-                   database: DatabaseResource, object_store: ObjectStoreResource,
-                   ) -> dg.MaterializeResult:
+def clip_embedding(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:
     db, store = database.get_database(), object_store.get_store()
     out = embeddings.embed_clips(
-        db, store, context.partition_keys, model=config.model, strategy=config.strategy,
-        model_path=config.model_path, offline=config.offline, overwrite=config.overwrite,
-        before_review=config.before_review, batch_size=config.batch_size, device=config.device,
-        progress=run_log_progress(context, "embeddings"))
+        db,
+        store,
+        context.partition_keys,
+        model=config.model,
+        strategy=config.strategy,
+        model_path=config.model_path,
+        offline=config.offline,
+        overwrite=config.overwrite,
+        before_review=config.before_review,
+        batch_size=config.batch_size,
+        device=config.device,
+        progress=run_log_progress(context, "embeddings"),
+    )
     out.raise_for_failures()
     d = out.details
-    problems = embedding_problems(db, out.done, d["model"], d["strategy"],
-                                  int(d.get("dimension", 0)))
+    problems = embedding_problems(
+        db, out.done, d["model"], d["strategy"], int(d.get("dimension", 0))
+    )
     return dg.MaterializeResult(
         metadata={
-            "model": d["model"], "strategy": d["strategy"],
-            "dimension": int(d.get("dimension", 0)), "count": int(d.get("count", 0)),
+            "model": d["model"],
+            "strategy": d["strategy"],
+            "dimension": int(d.get("dimension", 0)),
+            "count": int(d.get("count", 0)),
             "images": int(d.get("images", 0)),
             "images_per_second": float(d.get("images_per_second", 0.0)),
-            "seconds": round(out.seconds, 2), "clips_skipped": len(out.skipped),
+            "seconds": round(out.seconds, 2),
+            "clips_skipped": len(out.skipped),
             "skipped": dg.MetadataValue.json(out.skipped),
         },
-        check_results=[dg.AssetCheckResult(
-            check_name=CHECK, passed=not problems,
-            metadata={"problems": dg.MetadataValue.json(problems[:50])})],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CHECK,
+                passed=not problems,
+                metadata={"problems": dg.MetadataValue.json(problems[:50])},
+            )
+        ],
     )
 
 
 embed_clips_job = dg.define_asset_job(
-    "embed_clips_job", selection=[clip_embedding], tags=EMBEDDING_TAGS,
-    description="Embeddings for a range of clip partitions in one run (one model load).")
+    names.EMBED_CLIPS_JOB,
+    selection=[clip_embedding],
+    tags=names.EMBEDDING_TAGS,
+    description="Embeddings for a range of clip partitions in one run (one model load).",
+)

@@ -4,66 +4,88 @@ Thin wrappers: the work and the state transitions live in ``heaters_resources.st
 add what Dagster users see (metadata, progress, checks, clip partitions).
 """
 
-
 import dagster as dg
 
 from heaters_assets.config import IngestConfig, SceneConfig
 from heaters_assets.partitions import CLIPS, source_videos_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
-from heaters_resources.resources import DatabaseResource, ObjectStoreResource
-
-MEDIA_TAGS = {"heaters/resource": "media"}
+from heaters_resources.orchestration import names
+from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
 
 
 @dg.asset(
     partitions_def=source_videos_partitions,
-    group_name="videos",
-    op_tags=MEDIA_TAGS,
+    group_name=names.VIDEOS_GROUP,
+    op_tags=names.MEDIA_TAGS,
     description="The video, fetched (yt-dlp) or copied, normalized when needed, probed, stored.",
     kinds={"video"},
 )
-def source_video(context: dg.AssetExecutionContext, config: IngestConfig,
-                 database: DatabaseResource, object_store: ObjectStoreResource,
-                 ) -> dg.MaterializeResult:
+def source_video(
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:
     video_id = int(context.partition_key)
     out = steps.ingest_source_video(
-        database.get_database(), object_store.get_store(), video_id,
-        max_height=config.max_height, force_normalize=config.force_normalize,
-        overwrite=config.overwrite, progress=run_log_progress(context, f"ingest {video_id}"))
-    return dg.MaterializeResult(metadata={
-        "title": out.title or "",
-        "duration_s": out.duration,
-        "fps": out.fps,
-        "frames": out.frame_count,
-        "resolution": f"{out.width}x{out.height}",
-        "size_mb": round(out.size_bytes / 1e6, 2),
-        "normalize_action": out.normalize_action,
-        "original_key": out.original_key,
-        "normalized_key": out.normalized_key or "(original kept)",
-        "seconds": round(out.seconds, 2),
-    })
+        database.get_database(),
+        object_store.get_store(),
+        video_id,
+        max_height=config.max_height,
+        force_normalize=config.force_normalize,
+        overwrite=config.overwrite,
+        progress=run_log_progress(context, f"ingest {video_id}"),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "title": out.title or "",
+            "duration_s": out.duration,
+            "fps": out.fps,
+            "frames": out.frame_count,
+            "resolution": f"{out.width}x{out.height}",
+            "size_mb": round(out.size_bytes / 1e6, 2),
+            "normalize_action": out.normalize_action,
+            "original_key": out.original_key,
+            "normalized_key": out.normalized_key or "(original kept)",
+            "seconds": round(out.seconds, 2),
+        }
+    )
 
 
 @dg.asset(
     partitions_def=source_videos_partitions,
-    group_name="videos",
+    group_name=names.VIDEOS_GROUP,
     deps=[source_video],
-    op_tags=MEDIA_TAGS,
+    op_tags=names.MEDIA_TAGS,
     description="Scene detection and frame-accurate cutting; registers the clip partitions.",
-    check_specs=[dg.AssetCheckSpec("clips_tile_video", asset="clip_splits",
-                                   description="Clips cover the video without gap or overlap.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "clips_tile_video",
+            asset="clip_splits",
+            description="Clips cover the video without gap or overlap.",
+        )
+    ],
     kinds={"video"},
 )
-def clip_splits(context: dg.AssetExecutionContext, config: SceneConfig,
-                database: DatabaseResource, object_store: ObjectStoreResource,
-                ) -> dg.MaterializeResult:
+def clip_splits(
+    context: dg.AssetExecutionContext,
+    config: SceneConfig,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:
     video_id = int(context.partition_key)
     db = database.get_database()
     out = steps.splice_source_video(
-        db, object_store.get_store(), video_id, detector=config.detector,
-        threshold=config.threshold, min_scene_len=config.min_scene_len,
-        overwrite=config.overwrite, progress=run_log_progress(context, f"splice {video_id}"))
+        db,
+        object_store.get_store(),
+        video_id,
+        detector=config.detector,
+        threshold=config.threshold,
+        min_scene_len=config.min_scene_len,
+        overwrite=config.overwrite,
+        progress=run_log_progress(context, f"splice {video_id}"),
+    )
     instance = context.instance
     if out.retired_identifiers:
         for key in out.retired_identifiers:
@@ -85,7 +107,11 @@ def clip_splits(context: dg.AssetExecutionContext, config: SceneConfig,
             "scene_params": dg.MetadataValue.json(out.scene_params),
             "retired_clips": len(out.retired_identifiers),
         },
-        check_results=[dg.AssetCheckResult(
-            check_name="clips_tile_video", passed=not gaps,
-            metadata={"problems": dg.MetadataValue.json(gaps)})],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="clips_tile_video",
+                passed=not gaps,
+                metadata={"problems": dg.MetadataValue.json(gaps)},
+            )
+        ],
     )

@@ -6,9 +6,7 @@ the file's identity (path, size, mtime / etag) is stored on the row and checked 
 one, so a daemon restart between registering and saving the cursor cannot duplicate a video.
 """
 
-
 import json
-import os
 import time
 from pathlib import Path
 
@@ -16,36 +14,54 @@ import dagster as dg
 from sqlalchemy import select
 
 from heaters_resources import states
-from heaters_resources.models import SourceVideo
-from heaters_resources.resources import (
+from heaters_resources.db.models import SourceVideo
+from heaters_resources.orchestration.resources import (
     DatabaseResource,
     ObjectStoreResource,
     SettingsResource,
 )
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts",
-                  ".flv", ".wmv", ".3gp"}
-SETTLE_SECONDS = float(os.environ.get("HEATERS_INBOX_SETTLE_SECONDS", "2"))
-INBOX_S3_PREFIX = os.environ.get("HEATERS_INBOX_PREFIX", "")
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".webm",
+    ".avi",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+}
 
 
 def register_once(database: DatabaseResource, source: str, identity: str, title: str) -> bool:
     """Create a ``new`` source video for ``identity`` unless one exists; True if created."""
     db = database.get_database()
     with db.session() as session:
-        exists = session.scalar(select(SourceVideo.id).where(
-            SourceVideo.info["inbox_identity"].astext == identity).limit(1))
+        exists = session.scalar(
+            select(SourceVideo.id)
+            .where(SourceVideo.info["inbox_identity"].astext == identity)
+            .limit(1)
+        )
     if exists is not None:
         return False
     states.create_source_video(db, source, title=title, info={"inbox_identity": identity})
     return True
 
 
-@dg.sensor(minimum_interval_seconds=10, description="Register videos dropped into the inbox "
-           "folder (HEATERS_HOME/inbox).", default_status=dg.DefaultSensorStatus.RUNNING)
-def inbox_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource,
-                 database: DatabaseResource) -> dg.SensorResult:
-    inbox = Path(settings.get_settings().home) / "inbox"
+@dg.sensor(
+    minimum_interval_seconds=10,
+    description="Register videos dropped into the inbox folder (HEATERS_HOME/inbox).",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def inbox_sensor(
+    context: dg.SensorEvaluationContext, settings: SettingsResource, database: DatabaseResource
+) -> dg.SensorResult:
+    config = settings.get_settings()
+    inbox = Path(config.home) / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     now, added = time.time(), []
@@ -54,7 +70,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource
             continue
         st = path.stat()
         identity = f"file:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
-        if seen.get(path.name) == identity or now - st.st_mtime < SETTLE_SECONDS:
+        if seen.get(path.name) == identity or now - st.st_mtime < config.inbox_settle_seconds:
             continue  # already registered, or still being copied in
         if register_once(database, str(path.resolve()), identity, path.stem):
             added.append(path.name)
@@ -62,19 +78,29 @@ def inbox_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource
     seen = {k: v for k, v in seen.items() if (inbox / k).exists()}
     if added:
         context.log.info(f"registered {len(added)} inbox file(s): {', '.join(added)}")
-    return dg.SensorResult(cursor=json.dumps(seen, sort_keys=True),
-                           skip_reason=None if added else "no new files in the inbox")
+    return dg.SensorResult(
+        cursor=json.dumps(seen, sort_keys=True),
+        skip_reason=None if added else "no new files in the inbox",
+    )
 
 
-@dg.sensor(minimum_interval_seconds=30, description="Register videos put under the store prefix "
-           "HEATERS_INBOX_PREFIX (e.g. an S3 'inbox/' prefix); off when it is unset.")
-def store_inbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource,
-                       object_store: ObjectStoreResource) -> dg.SensorResult:
-    if not INBOX_S3_PREFIX:
+@dg.sensor(
+    minimum_interval_seconds=30,
+    description="Register videos put under the store prefix "
+    "HEATERS_INBOX_PREFIX (e.g. an S3 'inbox/' prefix); off when it is unset.",
+)
+def store_inbox_sensor(
+    context: dg.SensorEvaluationContext,
+    settings: SettingsResource,
+    database: DatabaseResource,
+    object_store: ObjectStoreResource,
+) -> dg.SensorResult:
+    prefix = settings.get_settings().inbox_prefix
+    if not prefix:
         return dg.SensorResult(skip_reason="HEATERS_INBOX_PREFIX is not set")
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     added = []
-    for obj in object_store.get_store().list(INBOX_S3_PREFIX):
+    for obj in object_store.get_store().list(prefix):
         if Path(obj.key).suffix.lower() not in VIDEO_SUFFIXES:
             continue
         identity = f"store:{obj.key}:{obj.size}:{obj.last_modified.timestamp():.0f}"
@@ -83,5 +109,7 @@ def store_inbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
         if register_once(database, f"store:{obj.key}", identity, Path(obj.key).stem):
             added.append(obj.key)
         seen[obj.key] = identity
-    return dg.SensorResult(cursor=json.dumps(seen, sort_keys=True),
-                           skip_reason=None if added else "no new objects under the prefix")
+    return dg.SensorResult(
+        cursor=json.dumps(seen, sort_keys=True),
+        skip_reason=None if added else "no new objects under the prefix",
+    )

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from heaters_resources import states
-from heaters_resources.db import Database
+from heaters_resources.db.engine import Database
 from heaters_resources.errors import (
     ConflictError,
     HeatersStateError,
@@ -25,9 +25,11 @@ from heaters_resources.review import queries
 
 ACTIONS = ("approve", "skip", "archive", "merge", "split")
 DONE_MESSAGES = {
-    "approve": "Approved.", "skip": "Skipped.", "archive": "Archived (undo possible until the "
-    "archive job deletes its files).", "merge": "Merge requested: a Dagster run will join the "
-    "two clips.", "split": "Split requested: a Dagster run will cut the clip.",
+    "approve": "Approved.",
+    "skip": "Skipped.",
+    "archive": "Archived (undo possible until the archive job deletes its files).",
+    "merge": "Merge requested: a Dagster run will join the two clips.",
+    "split": "Split requested: a Dagster run will cut the clip.",
 }
 
 
@@ -41,18 +43,21 @@ class ActionOutcome:
 
     @property
     def status_code(self) -> int:
-        return {"ok": 200, "stale": 409, "conflict": 409, "invalid": 422,
-                "not_found": 404}.get(self.kind, 400)
+        return {"ok": 200, "stale": 409, "conflict": 409, "invalid": 422, "not_found": 404}.get(
+            self.kind, 400
+        )
 
 
-def perform(db: Database, action: str, clip_id: int, *, version: str, actor: str,
-            frame: int | None = None) -> ActionOutcome:
+def perform(
+    db: Database, action: str, clip_id: int, *, version: str, actor: str, frame: int | None = None
+) -> ActionOutcome:
     """Apply one review action to `clip_id` if it is still at `version`."""
     if action not in ACTIONS:
         return ActionOutcome(False, f"unknown action {action!r}", "invalid")
     if not version:
-        return ActionOutcome(False, "the page did not say which version of the clip it "
-                                    "showed; reload", "stale")
+        return ActionOutcome(
+            False, "the page did not say which version of the clip it showed; reload", "stale"
+        )
     try:
         if action == "approve":
             eid = states.approve_clip(db, clip_id, actor, expected_version=version)
@@ -81,17 +86,21 @@ def undo_last(db: Database, actor: str) -> ActionOutcome:
     clip_id = clip_ids[-1]
     newest, newest_action, version = queries.latest_event_on_clip(db, clip_id)
     if newest != event_id and newest_action != "purge":
-        return ActionOutcome(False, f"Cannot undo: clip {clip_id} was changed by another "
-                                    "action after yours.", "stale", clip_id=clip_id)
+        return ActionOutcome(
+            False,
+            f"Cannot undo: clip {clip_id} was changed by another action after yours.",
+            "stale",
+            clip_id=clip_id,
+        )
     try:
         eid = states.undo_review(db, clip_id, actor, expected_version=version)
     except InvalidTransitionError as exc:
-        return ActionOutcome(False, "Cannot undo: " + _undo_reason(exc), "invalid",
-                             clip_id=clip_id)
+        return ActionOutcome(False, "Cannot undo: " + _undo_reason(exc), "invalid", clip_id=clip_id)
     except HeatersStateError as exc:
         return _refused(exc, clip_id)
-    return ActionOutcome(True, "Undone: the clip is back in the queue.", event_id=eid,
-                         clip_id=clip_id)
+    return ActionOutcome(
+        True, "Undone: the clip is back in the queue.", event_id=eid, clip_id=clip_id
+    )
 
 
 def _undo_reason(exc: InvalidTransitionError) -> str:
@@ -112,8 +121,13 @@ def _refused(exc: HeatersStateError, clip_id: int) -> ActionOutcome:
     elif isinstance(exc, NotFoundError):
         kind, text = "not_found", f"Refused: {exc}"
     elif isinstance(exc, InvalidTransitionError):
-        kind, text = "stale", (f"Refused: the clip is {exc.state} now, not pending review "
-                               "(another reviewer may have acted on it); reload.")
+        kind, text = (
+            "stale",
+            (
+                f"Refused: the clip is {exc.state} now, not pending review "
+                "(another reviewer may have acted on it); reload."
+            ),
+        )
     elif isinstance(exc, InvalidClipsError):
         kind, text = "invalid", f"Refused: {exc}"
     else:
@@ -144,7 +158,7 @@ class Claims:
             self._expire(now)
             mine = [c for c in candidates if self._by_clip.get(c, ("",))[0] == sid]
             free = [c for c in candidates if c not in self._by_clip]
-            chosen = (mine or free or [None])[0]
+            chosen = next(iter(mine or free), None)
             if chosen is not None:
                 for cid in [c for c, (owner, _) in self._by_clip.items() if owner == sid]:
                     del self._by_clip[cid]

@@ -34,7 +34,7 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from heaters_resources.db import Database
+from heaters_resources.db.engine import Database
 from heaters_resources.review import actions, queries
 from heaters_resources.review.media import object_response
 from heaters_resources.review.queries import RunLookup
@@ -46,7 +46,7 @@ from heaters_resources.review.security import (
     Signer,
     verify_csrf,
 )
-from heaters_resources.storage import ObjectStore
+from heaters_resources.store.objects import ObjectStore
 
 HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024
@@ -75,8 +75,11 @@ def timecode(seconds: float | None) -> str:
 
 
 def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["timecode"] = timecode
     return env
 
@@ -84,8 +87,9 @@ def _templates() -> jinja2.Environment:
 class ReviewApp:
     """Route handlers bound to one database, store and configuration."""
 
-    def __init__(self, db: Database, store: ObjectStore, config: ReviewConfig,
-                 runs: RunLookup | None) -> None:
+    def __init__(
+        self, db: Database, store: ObjectStore, config: ReviewConfig, runs: RunLookup | None
+    ) -> None:
         self.db, self.store, self.config, self.runs = db, store, config, runs
         self.claims = actions.Claims(config.claim_seconds)
         self.env = _templates()
@@ -114,12 +118,18 @@ class ReviewApp:
         clip = await run_in_threadpool(queries.clip_view, self.db, clip_id) if clip_id else None
         if requested and clip is None:
             notice = notice or f"Clip {requested} does not exist."
-        similar = (await run_in_threadpool(queries.similar_clips, self.db, clip.id,
-                                           self.config.similar_k) if clip else [])
+        similar = (
+            await run_in_threadpool(queries.similar_clips, self.db, clip.id, self.config.similar_k)
+            if clip
+            else []
+        )
         holder = self.claims.holder(clip.id) if clip else None
         context = {
-            "clip": clip, "similar": similar, "notice": notice,
-            "csrf": session.csrf, "reviewer": self.actor(session),
+            "clip": clip,
+            "similar": similar,
+            "notice": notice,
+            "csrf": session.csrf,
+            "reviewer": self.actor(session),
             "pending": await run_in_threadpool(queries.pending_count, self.db),
             "events": await self._events(session),
             "shared": holder is not None and holder != session.sid,
@@ -132,8 +142,9 @@ class ReviewApp:
         return self.render("_progress.html", events=events)
 
     async def _events(self, session: ReviewSession) -> list[queries.EventView]:
-        return await run_in_threadpool(queries.recent_events, self.db, self.actor(session), 8,
-                                       self.runs)
+        return await run_in_threadpool(
+            queries.recent_events, self.db, self.actor(session), 8, self.runs
+        )
 
     # ------------------------------------------------------------------ actions
 
@@ -147,8 +158,15 @@ class ReviewApp:
         frame_text = form.get("frame", "")
         frame = int(frame_text) if frame_text.lstrip("-").isdigit() else None
         outcome = await run_in_threadpool(
-            lambda: actions.perform(self.db, action, clip_id, version=form.get("version", ""),
-                                    actor=self.actor(session), frame=frame))
+            lambda: actions.perform(
+                self.db,
+                action,
+                clip_id,
+                version=form.get("version", ""),
+                actor=self.actor(session),
+                frame=frame,
+            )
+        )
         if outcome.ok:
             self.claims.release(clip_id, session.sid)
         return self._answer(request, outcome, next_url="/" if outcome.ok else f"/?clip={clip_id}")
@@ -162,8 +180,11 @@ class ReviewApp:
         target = f"/?clip={outcome.clip_id}" if outcome.ok and outcome.clip_id else "/"
         return self._answer(request, outcome, next_url=target)
 
-    async def _read_form(self, request: Request, session: ReviewSession,
-                         ) -> tuple[dict[str, str], StarletteResponse | None]:
+    async def _read_form(
+        self,
+        request: Request,
+        session: ReviewSession,
+    ) -> tuple[dict[str, str], StarletteResponse | None]:
         """The body as a flat dict (JSON or urlencoded, no multipart), CSRF-checked."""
         raw = await request.body()
         if len(raw) > MAX_BODY:
@@ -177,28 +198,39 @@ class ReviewApp:
         except (ValueError, UnicodeDecodeError):
             return {}, PlainTextResponse("malformed request body", status_code=400)
         if not verify_csrf(session, request.headers.get(CSRF_HEADER), form.get(CSRF_FIELD)):
-            return form, PlainTextResponse("CSRF token missing or wrong: reload the page.",
-                                           status_code=403)
+            return form, PlainTextResponse(
+                "CSRF token missing or wrong: reload the page.", status_code=403
+            )
         return form, None
 
     @staticmethod
-    def _answer(request: Request, outcome: actions.ActionOutcome,
-                next_url: str) -> StarletteResponse:
+    def _answer(
+        request: Request, outcome: actions.ActionOutcome, next_url: str
+    ) -> StarletteResponse:
         if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"ok": outcome.ok, "message": outcome.message,
-                                 "kind": outcome.kind, "event_id": outcome.event_id,
-                                 "clip_id": outcome.clip_id, "next": next_url},
-                                status_code=outcome.status_code)
+            return JSONResponse(
+                {
+                    "ok": outcome.ok,
+                    "message": outcome.message,
+                    "kind": outcome.kind,
+                    "event_id": outcome.event_id,
+                    "clip_id": outcome.clip_id,
+                    "next": next_url,
+                },
+                status_code=outcome.status_code,
+            )
         sep = "&" if "?" in next_url else "?"
-        return RedirectResponse(f"{next_url}{sep}{urlencode({'notice': outcome.message})}",
-                                status_code=303)
+        return RedirectResponse(
+            f"{next_url}{sep}{urlencode({'notice': outcome.message})}", status_code=303
+        )
 
     # ------------------------------------------------------------------ media
 
     async def media(self, request: Request) -> StarletteResponse:
         kind = "clip" if request.url.path.startswith("/media/clip/") else "artifact"
-        key = await run_in_threadpool(queries.object_key, self.db, kind,
-                                      int(request.path_params["object_id"]))
+        key = await run_in_threadpool(
+            queries.object_key, self.db, kind, int(request.path_params["object_id"])
+        )
         if not key:
             return PlainTextResponse("no such object", status_code=404)
         return await run_in_threadpool(object_response, self.store, key)
@@ -208,8 +240,13 @@ async def _healthz(_request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def create_app(db: Database, store: ObjectStore, config: ReviewConfig | None = None, *,
-               runs: RunLookup | None = None) -> Starlette:
+def create_app(
+    db: Database,
+    store: ObjectStore,
+    config: ReviewConfig | None = None,
+    *,
+    runs: RunLookup | None = None,
+) -> Starlette:
     """The ASGI app. `runs` maps a review event id to its Dagster run (see `runs.py`)."""
     config = config or ReviewConfig()
     review = ReviewApp(db, store, config, runs)
@@ -223,8 +260,7 @@ def create_app(db: Database, store: ObjectStore, config: ReviewConfig | None = N
         Route("/healthz", _healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    middleware = [Middleware(SecurityMiddleware, signer=Signer(config.secret),  # type: ignore[arg-type]
-                             token=config.token)]
+    middleware = [Middleware(SecurityMiddleware, signer=Signer(config.secret), token=config.token)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.review = review
     return app

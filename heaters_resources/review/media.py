@@ -12,7 +12,7 @@ import mimetypes
 
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from heaters_resources.storage import LocalObjectStore, ObjectStore
+from heaters_resources.store.objects import LocalObjectStore, ObjectStore
 
 PRESIGN_SECONDS = 3600
 
@@ -23,8 +23,11 @@ def object_response(store: ObjectStore, key: str) -> Response:
         path = store.path(key)
         if not path.is_file():
             return Response("object missing from the store", status_code=404)
-        return FileResponse(path, media_type=media_type,
-                            headers={"Cache-Control": "private, max-age=300"})
-    return RedirectResponse(store.url(key, expires_in=PRESIGN_SECONDS), status_code=307,
-                            headers={"Cache-Control": "no-store"})
-
+        return FileResponse(
+            path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
+        )
+    return RedirectResponse(
+        store.url(key, expires_in=PRESIGN_SECONDS),
+        status_code=307,
+        headers={"Cache-Control": "no-store"},
+    )

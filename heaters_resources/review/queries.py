@@ -8,7 +8,6 @@ Writes go through `heaters_resources.states` only.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,16 +16,31 @@ from typing import Any
 from sqlalchemy import BigInteger, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from heaters_resources import search, states
-from heaters_resources.db import Database
-from heaters_resources.models import Clip, ClipArtifact, ClipEmbedding, ReviewEvent, SourceVideo
+from heaters_resources import states
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding, ReviewEvent, SourceVideo
+from heaters_resources.search import similarity, space
 
 UNDOABLE = ("approve", "skip", "archive", "request_merge", "request_split")
 MERGEABLE_PREVIOUS = frozenset({"pending_review", "approved", "skipped"})
-LIVE_STATES = ("spliced", "keyframing", "keyframed", "generating_sprite", "pending_review",
-               "approved", "skipped", "embedding", "embedded")
-ACTION_LABELS = {"approve": "Approved", "skip": "Skipped", "archive": "Archived",
-                 "request_merge": "Merge", "request_split": "Split"}
+LIVE_STATES = (
+    "spliced",
+    "keyframing",
+    "keyframed",
+    "generating_sprite",
+    "pending_review",
+    "approved",
+    "skipped",
+    "embedding",
+    "embedded",
+)
+ACTION_LABELS = {
+    "approve": "Approved",
+    "skip": "Skipped",
+    "archive": "Archived",
+    "request_merge": "Merge",
+    "request_split": "Split",
+}
 
 
 @dataclass(frozen=True)
@@ -135,9 +149,15 @@ def queue_order() -> list[Any]:
 
 def pending_clip_ids(db: Database, limit: int = 50) -> list[int]:
     with db.session() as s:
-        return list(s.scalars(select(Clip.id).join(SourceVideo)
-                              .where(Clip.state == "pending_review")
-                              .order_by(*queue_order()).limit(limit)))
+        return list(
+            s.scalars(
+                select(Clip.id)
+                .join(SourceVideo)
+                .where(Clip.state == "pending_review")
+                .order_by(*queue_order())
+                .limit(limit)
+            )
+        )
 
 
 def pending_count(db: Database) -> int:
@@ -147,37 +167,70 @@ def pending_count(db: Database) -> int:
 
 def clip_view(db: Database, clip_id: int) -> ClipView | None:
     with db.session() as s:
-        row = s.execute(select(Clip, SourceVideo).join(SourceVideo)
-                        .where(Clip.id == clip_id)).first()
+        row = s.execute(
+            select(Clip, SourceVideo).join(SourceVideo).where(Clip.id == clip_id)
+        ).first()
         if row is None:
             return None
         clip, video = row
-        arts = list(s.scalars(select(ClipArtifact).where(ClipArtifact.clip_id == clip_id)
-                              .order_by(ClipArtifact.kind, ClipArtifact.id)))
-        prev = s.execute(select(Clip.identifier, Clip.state).where(
-            Clip.source_video_id == clip.source_video_id, Clip.end_frame <= clip.start_frame,
-            Clip.superseded_at.is_(None)).order_by(Clip.end_frame.desc()).limit(1)).first()
-    keyframes = sorted((Keyframe(a.id, a.tag, a.meta.get("timestamp")) for a in arts
-                        if a.kind == "keyframe"), key=lambda k: (len(k.tag), k.tag))
+        arts = list(
+            s.scalars(
+                select(ClipArtifact)
+                .where(ClipArtifact.clip_id == clip_id)
+                .order_by(ClipArtifact.kind, ClipArtifact.id)
+            )
+        )
+        prev = s.execute(
+            select(Clip.identifier, Clip.state)
+            .where(
+                Clip.source_video_id == clip.source_video_id,
+                Clip.end_frame <= clip.start_frame,
+                Clip.superseded_at.is_(None),
+            )
+            .order_by(Clip.end_frame.desc())
+            .limit(1)
+        ).first()
+    keyframes = sorted(
+        (Keyframe(a.id, a.tag, a.meta.get("timestamp")) for a in arts if a.kind == "keyframe"),
+        key=lambda k: (len(k.tag), k.tag),
+    )
     sprite = next((_sprite(a) for a in arts if a.kind == "sprite_sheet"), None)
     return ClipView(
-        id=clip.id, identifier=clip.identifier, state=clip.state,
+        id=clip.id,
+        identifier=clip.identifier,
+        state=clip.state,
         version=states.clip_version(clip.state, clip.updated_at),
-        start_frame=clip.start_frame, end_frame=clip.end_frame, start_time=clip.start_time,
-        end_time=clip.end_time, fps=clip.fps, error=clip.error,
-        has_file=bool(clip.storage_key), video_id=video.id,
-        video_title=video.title or f"video {video.id}", video_source=video.source,
-        video_duration=video.duration_s, keyframes=keyframes, sprite=sprite,
+        start_frame=clip.start_frame,
+        end_frame=clip.end_frame,
+        start_time=clip.start_time,
+        end_time=clip.end_time,
+        fps=clip.fps,
+        error=clip.error,
+        has_file=bool(clip.storage_key),
+        video_id=video.id,
+        video_title=video.title or f"video {video.id}",
+        video_source=video.source,
+        video_duration=video.duration_s,
+        keyframes=keyframes,
+        sprite=sprite,
         previous_identifier=prev.identifier if prev else None,
-        previous_state=prev.state if prev else None)
+        previous_state=prev.state if prev else None,
+    )
 
 
 def _sprite(art: ClipArtifact) -> Sprite | None:
     m = art.meta
     try:
-        return Sprite(art.id, int(m["cols"]), int(m["rows"]), int(m["frame_count"]),
-                      int(m["tile_width"]), int(m["tile_height"]), float(m["sprite_fps"]),
-                      float(m["duration"]))
+        return Sprite(
+            art.id,
+            int(m["cols"]),
+            int(m["rows"]),
+            int(m["frame_count"]),
+            int(m["tile_width"]),
+            int(m["tile_height"]),
+            float(m["sprite_fps"]),
+            float(m["duration"]),
+        )
     except (KeyError, TypeError, ValueError):
         return None  # a sprite without usable metadata is not scrubbable: show none
 
@@ -197,56 +250,64 @@ def similar_clips(db: Database, clip_id: int, k: int = 6) -> list[SimilarClip]:
     """Nearest live clips by the clip's stored embedding (none when it has no embedding).
 
     The space is one the clip has a vector in: the configured default model if it has one,
-    else its newest. The search itself is `similarity.similar_clips` when that module is
-    installed, otherwise `search.nearest_clips` with the stored vector.
+    else its newest. The search itself is `similarity.similar_clips`.
     """
     with db.session() as s:
-        spaces = s.execute(select(ClipEmbedding.model_name, ClipEmbedding.generation_strategy,
-                                  ClipEmbedding.embedding)
-                           .where(ClipEmbedding.clip_id == clip_id)
-                           .order_by(ClipEmbedding.created_at.desc())).all()
+        spaces = s.execute(
+            select(ClipEmbedding.model_name, ClipEmbedding.generation_strategy)
+            .where(ClipEmbedding.clip_id == clip_id)
+            .order_by(ClipEmbedding.created_at.desc())
+        ).all()
     if not spaces:
         return []
-    space = next((sp for sp in spaces if sp.model_name == _default_model()), spaces[0])
-    neighbours = _neighbours(db, clip_id, k, space.model_name, space.generation_strategy,
-                             list(space.embedding))
+    chosen = next((sp for sp in spaces if sp.model_name == space.default_model()), spaces[0])
+    neighbours = _neighbours(db, clip_id, k, chosen.model_name, chosen.generation_strategy)
     if not neighbours:
         return []
     ids = [cid for cid, _ in neighbours]
     with db.session() as s:
-        rows = {r.id: r for r in s.execute(
-            select(Clip.id, Clip.identifier, Clip.state, SourceVideo.title, SourceVideo.id.label(
-                "video_id")).join(SourceVideo).where(Clip.id.in_(ids)))}
+        rows = {
+            r.id: r
+            for r in s.execute(
+                select(
+                    Clip.id,
+                    Clip.identifier,
+                    Clip.state,
+                    SourceVideo.title,
+                    SourceVideo.id.label("video_id"),
+                )
+                .join(SourceVideo)
+                .where(Clip.id.in_(ids))
+            )
+        }
         thumbs: dict[int, int] = {}
-        for cid, aid in s.execute(select(ClipArtifact.clip_id, ClipArtifact.id).where(
-                ClipArtifact.clip_id.in_(ids), ClipArtifact.kind == "keyframe")
-                .order_by(ClipArtifact.clip_id, ClipArtifact.tag != "50", ClipArtifact.id)):
+        for cid, aid in s.execute(
+            select(ClipArtifact.clip_id, ClipArtifact.id)
+            .where(ClipArtifact.clip_id.in_(ids), ClipArtifact.kind == "keyframe")
+            .order_by(ClipArtifact.clip_id, ClipArtifact.tag != "50", ClipArtifact.id)
+        ):
             thumbs.setdefault(cid, aid)
-    return [SimilarClip(cid, rows[cid].identifier, dist, rows[cid].state,
-                        rows[cid].title or f"video {rows[cid].video_id}", thumbs.get(cid))
-            for cid, dist in neighbours if cid in rows]
+    return [
+        SimilarClip(
+            cid,
+            rows[cid].identifier,
+            dist,
+            rows[cid].state,
+            rows[cid].title or f"video {rows[cid].video_id}",
+            thumbs.get(cid),
+        )
+        for cid, dist in neighbours
+        if cid in rows
+    ]
 
 
-def _default_model() -> str | None:
-    try:
-        return str(importlib.import_module("heaters_resources.embeddings").default_model())
-    except (ImportError, AttributeError):
-        return None
-
-
-def _neighbours(db: Database, clip_id: int, k: int, model_name: str, strategy: str,
-                vector: list[float]) -> list[tuple[int, float]]:
-    try:
-        similarity = importlib.import_module("heaters_resources.similarity")
-    except ImportError:
-        similarity = None
-    if similarity is not None and hasattr(similarity, "similar_clips"):
-        found = similarity.similar_clips(db, clip_id, k, model_name=model_name,
-                                         strategy=strategy, clip_states=LIVE_STATES)
-        return [(int(n.clip_id), float(n.distance)) for n in found]
-    near = search.nearest_clips(db, vector, model_name=model_name, generation_strategy=strategy,
-                                limit=k + 1, states=LIVE_STATES, exclude_clip_ids=[clip_id])
-    return [(n.clip_id, n.distance) for n in near][:k]
+def _neighbours(
+    db: Database, clip_id: int, k: int, model_name: str, strategy: str
+) -> list[tuple[int, float]]:
+    found = similarity.similar_clips(
+        db, clip_id, k, model_name=model_name, strategy=strategy, clip_states=LIVE_STATES
+    )
+    return [(int(n.clip_id), float(n.distance)) for n in found]
 
 
 # --------------------------------------------------------------------------- progress
@@ -257,9 +318,12 @@ def latest_undoable_event(db: Database, actor: str) -> tuple[int, list[int]] | N
     ev = ReviewEvent
     undone = select(ev.undoes_event_id).where(ev.undoes_event_id.is_not(None))
     with db.session() as s:
-        row = s.execute(select(ev.id, ev.clip_ids).where(
-            ev.actor == actor, ev.action.in_(UNDOABLE), ev.id.not_in(undone))
-            .order_by(ev.id.desc()).limit(1)).first()
+        row = s.execute(
+            select(ev.id, ev.clip_ids)
+            .where(ev.actor == actor, ev.action.in_(UNDOABLE), ev.id.not_in(undone))
+            .order_by(ev.id.desc())
+            .limit(1)
+        ).first()
     return (int(row.id), list(row.clip_ids)) if row else None
 
 
@@ -268,41 +332,76 @@ def latest_event_on_clip(db: Database, clip_id: int) -> tuple[int | None, str | 
     ev = ReviewEvent
     undone = select(ev.undoes_event_id).where(ev.undoes_event_id.is_not(None))
     with db.session() as s:
-        row = s.execute(select(ev.id, ev.action).where(
-            ev.clip_ids.any_() == clip_id, ev.action != "undo", ev.id.not_in(undone))
-            .order_by(ev.id.desc()).limit(1)).first()
+        row = s.execute(
+            select(ev.id, ev.action)
+            .where(ev.clip_ids.any_() == clip_id, ev.action != "undo", ev.id.not_in(undone))
+            .order_by(ev.id.desc())
+            .limit(1)
+        ).first()
         clip = s.execute(select(Clip.state, Clip.updated_at).where(Clip.id == clip_id)).one()
     version = states.clip_version(clip.state, clip.updated_at)
     return (int(row.id), row.action, version) if row else (None, None, version)
 
 
-def recent_events(db: Database, actor: str, limit: int = 8,
-                  runs: RunLookup | None = None) -> list[EventView]:
+def recent_events(
+    db: Database, actor: str, limit: int = 8, runs: RunLookup | None = None
+) -> list[EventView]:
     """The reviewer's recent actions with what became of them (jobs, new clips, undo)."""
     ev = ReviewEvent
     with db.session() as s:
-        events = s.execute(select(ev).where(ev.actor == actor, ev.action.in_(UNDOABLE))
-                           .order_by(ev.id.desc()).limit(limit)).scalars().all()
+        events = (
+            s.execute(
+                select(ev)
+                .where(ev.actor == actor, ev.action.in_(UNDOABLE))
+                .order_by(ev.id.desc())
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
         ids = [e.id for e in events]
         clip_ids = sorted({c for e in events for c in e.clip_ids})
         undone = set(s.scalars(select(ev.undoes_event_id).where(ev.undoes_event_id.in_(ids))))
-        purged = {c for row in s.scalars(select(ev.clip_ids).where(
-            ev.action == "purge", ev.clip_ids.overlap(cast(clip_ids, ARRAY(BigInteger)))))
-            for c in row}
+        purged = {
+            c
+            for row in s.scalars(
+                select(ev.clip_ids).where(
+                    ev.action == "purge", ev.clip_ids.overlap(cast(clip_ids, ARRAY(BigInteger)))
+                )
+            )
+            for c in row
+        }
         clips = {c.id: c for c in s.scalars(select(Clip).where(Clip.id.in_(clip_ids)))}
-        children = list(s.scalars(select(Clip).where(
-            Clip.parent_clip_ids.overlap(cast(clip_ids, ARRAY(BigInteger))))
-            .order_by(Clip.start_frame))) if clip_ids else []
+        children = (
+            list(
+                s.scalars(
+                    select(Clip)
+                    .where(Clip.parent_clip_ids.overlap(cast(clip_ids, ARRAY(BigInteger))))
+                    .order_by(Clip.start_frame)
+                )
+            )
+            if clip_ids
+            else []
+        )
         snapshot = [(e.id, e.action, e.created_at, list(e.clip_ids)) for e in events]
     views = []
     for eid, action, created, cids in snapshot:
         idents = [clips[c].identifier for c in cids if c in clips]
-        view = EventView(eid, action, ACTION_LABELS.get(action, action), created, idents,
-                         "done", "")
-        kids = [NewClip(c.id, c.identifier, c.state) for c in children
-                if set(c.parent_clip_ids) & set(cids)]
-        _describe(view, [clips[c] for c in cids if c in clips], eid in undone,
-                  bool(set(cids) & purged), kids)
+        view = EventView(
+            eid, action, ACTION_LABELS.get(action, action), created, idents, "done", ""
+        )
+        kids = [
+            NewClip(c.id, c.identifier, c.state)
+            for c in children
+            if set(c.parent_clip_ids) & set(cids)
+        ]
+        _describe(
+            view,
+            [clips[c] for c in cids if c in clips],
+            eid in undone,
+            bool(set(cids) & purged),
+            kids,
+        )
         if runs is not None and action in ("archive", "request_merge", "request_split"):
             found = runs(eid)
             if found:
@@ -311,8 +410,9 @@ def recent_events(db: Database, actor: str, limit: int = 8,
     return views
 
 
-def _describe(view: EventView, clips: Sequence[Clip], undone: bool, purged: bool,
-              kids: list[NewClip]) -> None:
+def _describe(
+    view: EventView, clips: Sequence[Clip], undone: bool, purged: bool, kids: list[NewClip]
+) -> None:
     states_now = {c.state for c in clips}
     if undone:
         view.status, view.text = "undone", "undone"
@@ -328,11 +428,13 @@ def _describe(view: EventView, clips: Sequence[Clip], undone: bool, purged: bool
             view.text = ", ".join(sorted(states_now))
     elif kids:
         view.new_clips = kids
-        waiting = [k for k in kids if k.state in ("spliced", "keyframing", "keyframed",
-                                                  "generating_sprite")]
+        waiting = [
+            k
+            for k in kids
+            if k.state in ("spliced", "keyframing", "keyframed", "generating_sprite")
+        ]
         view.status = "pending" if waiting else "done"
-        view.text = ("new clips: keyframes and sprites being made" if waiting
-                     else "new clips ready")
+        view.text = "new clips: keyframes and sprites being made" if waiting else "new clips ready"
     elif states_now <= {"merging", "splitting"}:
         view.status, view.text = "pending", "waiting for the Dagster run"
     else:

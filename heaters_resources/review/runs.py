@@ -1,7 +1,7 @@
 """Status of the Dagster runs that carry out review actions, for the progress panel.
 
 Optional by design: the review app sits on heaters_resources and must work without a Dagster
-instance (design.md, "Layers"). Runs are found by the `heaters/review_event` tag that the
+instance (ARCHITECTURE.md, "Layers"). Runs are found by the `heaters/review_event` tag that the
 review-action sensor puts on them; the instance is only read.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from heaters_resources.orchestration.names import REVIEW_EVENT_TAG
 from heaters_resources.review.queries import RunLookup
 
 
@@ -32,7 +33,8 @@ def dagster_run_lookup(instance: Any = None) -> RunLookup | None:
     def lookup(event_id: int) -> tuple[str, str] | None:
         try:
             runs = inst.get_runs(
-                filters=dg.RunsFilter(tags={"heaters/review_event": str(event_id)}), limit=1)
+                filters=dg.RunsFilter(tags={REVIEW_EVENT_TAG: str(event_id)}), limit=1
+            )
         except Exception:
             return None
         if not runs:

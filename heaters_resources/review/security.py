@@ -52,8 +52,10 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse a non-loopback bind without an access token (raises ValueError)."""
     if not is_loopback(host) and not token:
-        raise ValueError(f"binding the review app to {host} exposes it to the network: "
-                         "configure an access token (--token or HEATERS_REVIEW_TOKEN)")
+        raise ValueError(
+            f"binding the review app to {host} exposes it to the network: "
+            "configure an access token (--token or HEATERS_REVIEW_TOKEN)"
+        )
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,14 @@ class SecurityMiddleware:
     the CSRF token itself is checked by `verify_csrf` where the body is parsed.
     """
 
-    def __init__(self, app: ASGIApp, *, signer: Signer, token: str | None,
-                 public_prefixes: tuple[str, ...] = ("/static/", "/healthz")) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        signer: Signer,
+        token: str | None,
+        public_prefixes: tuple[str, ...] = ("/static/", "/healthz"),
+    ) -> None:
         self.app = app
         self.signer = signer
         self.token = token
@@ -146,21 +154,29 @@ class SecurityMiddleware:
         if self.token and not authed and not public:
             given = query.get("token")
             if given is None or not hmac.compare_digest(given, self.token):
-                await _plain(send, 401, "Access token required: open the URL printed by "
-                                        "`heaters review` (it ends with ?token=...).")
+                await _plain(
+                    send,
+                    401,
+                    "Access token required: open the URL printed by "
+                    "`heaters review` (it ends with ?token=...).",
+                )
                 return
             # Token accepted once: remember it in the signed cookie and drop it from the URL.
             authed, fresh = True, True
             rest = urlencode([(k, v) for k, v in query.items() if k != "token"])
-            await _redirect(send, path + (f"?{rest}" if rest else ""),
-                            self._set_cookie(sid, authed))
+            await _redirect(
+                send, path + (f"?{rest}" if rest else ""), self._set_cookie(sid, authed)
+            )
             return
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
             origin = _header(scope, b"origin") or _origin_of(_header(scope, b"referer"))
             own = {f"{scheme}://{_header(scope, b'host')}" for scheme in ("http", "https")}
             if origin not in own:
-                await _plain(send, 403, "Cross-site request refused (Origin/Referer missing "
-                                        "or not this app).")
+                await _plain(
+                    send,
+                    403,
+                    "Cross-site request refused (Origin/Referer missing or not this app).",
+                )
                 return
             if fresh:
                 await _plain(send, 403, "No review session: reload the page.")
@@ -192,14 +208,29 @@ def verify_csrf(session: ReviewSession, header: str | None, form_value: str | No
 
 async def _plain(send: Send, status: int, text: str) -> None:
     body = text.encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _redirect(send: Send, location: str, cookie: bytes) -> None:
-    await send({"type": "http.response.start", "status": 303, "headers": [
-        (b"location", location.encode("latin-1")), (b"set-cookie", cookie),
-        (b"content-length", b"0")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [
+                (b"location", location.encode("latin-1")),
+                (b"set-cookie", cookie),
+                (b"content-length", b"0"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,99 @@
+"""The `heaters` command line (console script `heaters = heaters_resources.cli.main:app`).
+
+A plain Typer app: other layers add their commands to `app`. The commands here manage the
+database: `migrate`, `db-url`, `db-status`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from sqlalchemy import func, select
+
+from heaters_resources.db.engine import (
+    current_revision,
+    database_url,
+    get_database,
+    head_revision,
+    migrate,
+)
+from heaters_resources.settings import Settings
+
+app = typer.Typer(
+    name="heaters",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Heaters: turn long videos into a reviewed library of clips.",
+)
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Create or upgrade the schema (starts the embedded database if needed)."""
+    db = get_database()
+    revision = migrate(db.engine)
+    typer.echo(f"database at revision {revision}")
+
+
+@app.command("db-url")
+def db_url_cmd() -> None:
+    """Print the SQLAlchemy URL every process uses (starts the embedded database if needed)."""
+    typer.echo(database_url())
+
+
+@app.command("db-status")
+def db_status_cmd() -> None:
+    """Print the URL, schema revision and row counts per state as JSON."""
+    from heaters_resources.db.models import Clip, SourceVideo
+
+    settings = Settings.from_env()
+    db = get_database(settings)
+    status: dict[str, object] = {
+        "url": db.url,
+        "embedded": settings.database_url is None,
+        "revision": current_revision(db.engine),
+        "head": head_revision(),
+    }
+    if status["revision"] == status["head"]:
+        with db.session() as session:
+            for name, model in (("source_videos", SourceVideo), ("clips", Clip)):
+                rows = session.execute(select(model.state, func.count()).group_by(model.state))
+                status[name] = {state: count for state, count in rows}
+    typer.echo(json.dumps(status, indent=2))
+
+
+if __name__ == "__main__":
+    app()
+
+
+def _register_platform_commands() -> None:
+    from heaters_resources.cli import platform as cli_platform
+
+    app.command("submit")(cli_platform.submit)
+    app.command("status")(cli_platform.status)
+    app.command("dev")(cli_platform.dev)
+    app.command("demo")(cli_platform.demo)
+
+
+_register_platform_commands()
+
+
+def _register_search_commands() -> None:
+    from heaters_resources.cli import search as cli_search
+
+    for name, command in cli_search.COMMANDS.items():
+        app.command(name)(command)
+
+
+_register_search_commands()
+
+
+def _register_review_commands() -> None:
+    from heaters_resources.cli import review as cli_review
+
+    app.command("review")(cli_review.review)
+    app.command("export")(cli_review.export)
+
+
+_register_review_commands()

@@ -1,0 +1,252 @@
+"""Platform commands of ``heaters``: submit, status, dev, demo.
+
+They sit on heaters_resources and talk to Dagster only through its instance and CLI, never
+through heaters_assets internals (ARCHITECTURE.md, "Layers").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from heaters_resources import states
+from heaters_resources.db.engine import get_database
+from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
+from heaters_resources.orchestration import names
+from heaters_resources.settings import Settings
+
+console = Console(stderr=True)
+_URL = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
+
+
+def normalize_source(source: str) -> str:
+    """An http(s) URL as given, or an existing local file as an absolute path."""
+    if _URL.match(source):
+        return source
+    path = Path(source).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    raise typer.BadParameter(f"{source!r} is neither an http(s) URL nor an existing file")
+
+
+def submit(
+    sources: Annotated[list[str], typer.Argument(help="URLs or local video files.")],
+    title: Annotated[str | None, typer.Option(help="Title (default: from the video).")] = None,
+) -> None:
+    """Queue videos for ingestion; the submissions sensor starts their runs."""
+    db = get_database()
+    ids = [states.create_source_video(db, normalize_source(s), title=title) for s in sources]
+    for source, vid in zip(sources, ids, strict=True):
+        console.print(f"submitted video [bold]{vid}[/bold]: {source}")
+    print(json.dumps({"submitted": ids}))
+
+
+def status(
+    video: Annotated[int | None, typer.Option(help="Show one video's clips.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Videos and clips by state, with the reasons of failures."""
+    db = get_database()
+    with db.session() as s:
+        videos = list(s.scalars(select(SourceVideo).order_by(SourceVideo.id)))
+        clip_counts = dict(s.execute(select(Clip.state, func.count()).group_by(Clip.state)).all())
+        per_video = {vid: dict(rows) for vid, rows in _per_video_counts(s).items()}
+        clips = (
+            list(
+                s.scalars(
+                    select(Clip).where(Clip.source_video_id == video).order_by(Clip.start_frame)
+                )
+            )
+            if video
+            else []
+        )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "videos": [
+                        {
+                            "id": v.id,
+                            "state": v.state,
+                            "title": v.title,
+                            "source": v.source,
+                            "error": v.error,
+                            "clips": per_video.get(v.id, {}),
+                        }
+                        for v in videos
+                    ],
+                    "clips_by_state": clip_counts,
+                    "clips": [
+                        {"id": c.id, "identifier": c.identifier, "state": c.state, "error": c.error}
+                        for c in clips
+                    ],
+                }
+            )
+        )
+        return
+    table = Table(title="source videos")
+    for col in ("id", "state", "title", "clips", "error"):
+        table.add_column(col)
+    for v in videos:
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(per_video.get(v.id, {}).items()))
+        table.add_row(str(v.id), v.state, (v.title or v.source)[:50], counts, (v.error or "")[:60])
+    console.print(table)
+    console.print(
+        "clips by state: "
+        + (", ".join(f"{k} {n}" for k, n in sorted(clip_counts.items())) or "none")
+    )
+    if clips:
+        ct = Table(title=f"clips of video {video}")
+        for col in ("id", "identifier", "state", "start", "end", "error"):
+            ct.add_column(col)
+        for c in clips:
+            ct.add_row(
+                str(c.id),
+                c.identifier,
+                c.state,
+                f"{c.start_time:.2f}",
+                f"{c.end_time:.2f}",
+                (c.error or "")[:60],
+            )
+        console.print(ct)
+
+
+def _per_video_counts(session: Session) -> dict[int, list[tuple[str, int]]]:
+    out: dict[int, list[tuple[str, int]]] = {}
+    for vid, state, n in session.execute(
+        select(Clip.source_video_id, Clip.state, func.count()).group_by(
+            Clip.source_video_id, Clip.state
+        )
+    ):
+        out.setdefault(vid, []).append((state, n))
+    return out
+
+
+def dev(
+    port: Annotated[int, typer.Option(help="Dagster UI port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Start the database (embedded unless HEATERS_DATABASE_URL) and `dagster dev`
+    (webserver + daemon: sensors on, UI at http://HOST:PORT)."""
+    from heaters_resources.orchestration.instance import (
+        dagster_command,
+        prepare_dagster_home,
+    )
+
+    get_database().ensure_migrated()
+    env = prepare_dagster_home()
+    console.print(f"DAGSTER_HOME={env['DAGSTER_HOME']}; UI on http://{host}:{port}")
+    cmd = dagster_command("dev", "-m", names.DEFINITIONS_MODULE, "-h", host, "-p", str(port))
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def demo(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="URL or path (default: the bundled Big Buck Bunny sample edit)."),
+    ] = None,
+) -> None:
+    """The main job on the embedded defaults: one video through the whole Dagster graph
+    (ingest, scenes, clips, keyframes, sprites) via the Dagster CLI, then a summary table."""
+    import dagster as dg
+
+    from heaters_media.samples import SAMPLE_VIDEO
+    from heaters_resources.orchestration.instance import (
+        prepare_dagster_home,
+        run_dagster,
+    )
+
+    settings = Settings.from_env()
+    db = get_database(settings)
+    db.ensure_migrated()
+    env = prepare_dagster_home(settings)
+    log = Path(env["DAGSTER_HOME"]) / "demo.log"
+    vid = states.create_source_video(db, normalize_source(source or str(SAMPLE_VIDEO)))
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "HEATERS_DAGSTER_PG_URL")})
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(names.SOURCE_VIDEOS, [str(vid)])
+    t0 = time.perf_counter()
+    with console.status(f"video {vid}: ingest + scene detection + split (dagster job execute)"):
+        run_dagster(
+            [
+                "job",
+                "execute",
+                "-m",
+                names.DEFINITIONS_MODULE,
+                "-j",
+                names.INGEST_VIDEO_JOB,
+                "--tags",
+                json.dumps({"dagster/partition": str(vid)}),
+            ],
+            env,
+            log,
+        )
+    with db.session() as s:
+        keys = list(
+            s.scalars(select(Clip.identifier).where(Clip.source_video_id == vid).order_by(Clip.id))
+        )
+    # All clips of the video in one run: a partition range (they were created together).
+    with console.status(f"{len(keys)} clips: keyframes + sprites (dagster job execute)"):
+        run_dagster(
+            [
+                "job",
+                "execute",
+                "-m",
+                names.DEFINITIONS_MODULE,
+                "-j",
+                names.CLIP_ARTIFACTS_JOB,
+                "--tags",
+                json.dumps(names.partition_range_tags(keys[0], keys[-1])),
+            ],
+            env,
+            log,
+        )
+    seconds = time.perf_counter() - t0
+    _summary(vid, seconds, settings)
+    print(json.dumps({"video_id": vid, "clips": len(keys), "seconds": round(seconds, 1)}))
+
+
+def _summary(vid: int, seconds: float, settings: Settings) -> None:
+    db = get_database(settings)
+    with db.session() as s:
+        video = s.get(SourceVideo, vid)
+        assert video is not None
+        clips = list(
+            s.scalars(select(Clip).where(Clip.source_video_id == vid).order_by(Clip.start_frame))
+        )
+        arts = dict(
+            s.execute(
+                select(ClipArtifact.clip_id, func.count())
+                .where(ClipArtifact.clip_id.in_([c.id for c in clips]))
+                .group_by(ClipArtifact.clip_id)
+            ).all()
+        )
+    table = Table(
+        title=f"video {vid} ({video.title}): {video.frame_count} frames, "
+        f"{video.duration_s:.1f} s -> {len(clips)} clips in {seconds:.1f} s"
+    )
+    for col in ("clip", "frames", "start s", "end s", "state", "artifacts"):
+        table.add_column(col)
+    for c in clips:
+        table.add_row(
+            c.identifier,
+            str(c.end_frame - c.start_frame),
+            f"{c.start_time:.2f}",
+            f"{c.end_time:.2f}",
+            c.state,
+            str(arts.get(c.id, 0)),
+        )
+    console.print(table)
+    where = settings.s3_bucket or settings.objects_dir
+    console.print(f"objects in {where}; `heaters status`, `heaters dev` for the Dagster UI")

@@ -1,0 +1,298 @@
+"""Search commands of ``heaters``: similar, search, near-duplicates, embed-missing.
+
+Each prints a Rich table on stderr and JSON on stdout (pipe it to jq); errors print a JSON
+error object and exit 2. They call the same functions as the review page
+(:mod:`heaters_resources.search.similarity`, :mod:`heaters_resources.steps.embeddings`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from heaters_media.errors import MediaError
+from heaters_resources.db.engine import get_database
+from heaters_resources.errors import HeatersStateError
+from heaters_resources.orchestration import names
+from heaters_resources.search import similarity, space
+from heaters_resources.settings import Settings
+from heaters_resources.steps import embeddings
+
+console = Console(stderr=True)
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model name the vectors are stored under (default: "
+        "HEATERS_EMBEDDING_MODEL or heaters/pixels-v1).",
+    ),
+]
+Strategy = Annotated[
+    str | None,
+    typer.Option(
+        "--strategy",
+        "-s",
+        help="keyframe_multi_avg or keyframe_midpoint (default: "
+        "HEATERS_EMBEDDING_STRATEGY or keyframe_multi_avg).",
+    ),
+]
+K = Annotated[int, typer.Option("-k", min=1, max=1000, help="How many clips.")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Known failures as a JSON error on stdout + a red line on stderr, exit code 2."""
+    try:
+        yield
+    except (MediaError, HeatersStateError, ValueError) as exc:
+        kind = getattr(exc, "kind", type(exc).__name__)
+        console.print(f"[red]error[/red] ({kind}): {exc}")
+        print(json.dumps({"status": "error", "error": {"type": kind, "message": str(exc)}}))
+        raise typer.Exit(2) from None
+
+
+def _clip_table(title: str, rows: Sequence[similarity.SimilarClip]) -> None:
+    table = Table(title=title)
+    for col in ("#", "clip id", "identifier", "video", "state", "distance", "similarity"):
+        table.add_column(col)
+    for n, r in enumerate(rows, 1):
+        table.add_row(
+            str(n),
+            str(r.clip_id),
+            r.identifier,
+            str(r.source_video_id),
+            r.state,
+            f"{r.distance:.4f}",
+            f"{r.similarity:.4f}",
+        )
+    console.print(table)
+
+
+def _space(model: str | None, strategy: str | None) -> tuple[str, str]:
+    return model or space.default_model(), strategy or space.default_strategy()
+
+
+def similar(
+    clip: Annotated[str, typer.Argument(help="Clip id or identifier.")],
+    k: K = 10,
+    model: Model = None,
+    strategy: Strategy = None,
+    exclude_same_video: Annotated[
+        bool, typer.Option(help="Leave out clips of the clip's own source video.")
+    ] = False,
+) -> None:
+    """The clips nearest to CLIP (cosine distance, pgvector HNSW), never CLIP itself."""
+    model, strategy = _space(model, strategy)
+    with _errors():
+        rows = similarity.similar_clips(
+            get_database(), clip, k, model, strategy, exclude_same_video
+        )
+    _clip_table(f"clips similar to {clip} ({model}, {strategy})", rows)
+    print(
+        json.dumps(
+            {
+                "clip": clip,
+                "model": model,
+                "strategy": strategy,
+                "results": [r.to_dict() for r in rows],
+            }
+        )
+    )
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in words.")],
+    k: K = 10,
+    model: Model = None,
+    strategy: Strategy = None,
+    model_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder with the CLIP weights (save_pretrained), if not in the HF cache."
+        ),
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
+) -> None:
+    """Text -> clip search with a CLIP model (its text and image vectors share one space)."""
+    model, strategy = _space(model, strategy)
+    with _errors():
+        rows = similarity.search_text(
+            get_database(), query, k, model, strategy, model_path=model_path, offline=offline
+        )
+    _clip_table(f"clips matching {query!r} ({model})", rows)
+    print(
+        json.dumps(
+            {
+                "query": query,
+                "model": model,
+                "strategy": strategy,
+                "results": [r.to_dict() for r in rows],
+            }
+        )
+    )
+
+
+def near_duplicates(
+    threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=2.0, help="Cosine distance below which two clips are duplicates."
+        ),
+    ] = 0.05,
+    model: Model = None,
+    strategy: Strategy = None,
+    per_clip: Annotated[int, typer.Option(help="Neighbours looked at per clip.")] = 10,
+    limit: Annotated[int, typer.Option(help="At most this many pairs.")] = 1000,
+) -> None:
+    """Pairs of clips whose embeddings are closer than THRESHOLD, closest first."""
+    model, strategy = _space(model, strategy)
+    with _errors():
+        pairs = similarity.near_duplicates(
+            get_database(), threshold, model, strategy, per_clip=per_clip, limit=limit
+        )
+    table = Table(title=f"{len(pairs)} near-duplicate pairs (distance < {threshold}, {model})")
+    for col in ("a", "b", "same video", "distance"):
+        table.add_column(col)
+    for p in pairs:
+        table.add_row(
+            p.a.identifier,
+            p.b.identifier,
+            "yes" if p.a.source_video_id == p.b.source_video_id else "",
+            f"{p.distance:.4f}",
+        )
+    console.print(table)
+    print(
+        json.dumps(
+            {
+                "model": model,
+                "strategy": strategy,
+                "threshold": threshold,
+                "pairs": [p.to_dict() for p in pairs],
+            }
+        )
+    )
+
+
+def embed_missing(
+    model: Model = None,
+    strategy: Strategy = None,
+    model_path: Annotated[str | None, typer.Option(help="Local weights folder.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Only list the missing clips and the runs that would be launched.")
+    ] = False,
+    local: Annotated[
+        bool, typer.Option(help="Embed here, without Dagster (small libraries, no daemon).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Embed only the clips (approved/embedded) that lack MODEL/STRATEGY vectors: one
+    `dagster job execute` of embed_clips_job per range of at most 500 clips, or --local."""
+    model, strategy = _space(model, strategy)
+    settings = Settings.from_env()
+    with _errors():
+        db = get_database(settings)
+        missing = embeddings.clips_missing_embedding(db, model, strategy)
+        idents = [i for _, i in missing]
+        console.print(f"{len(idents)} clips miss {model}/{strategy}")
+        report: dict[str, Any] = {"model": model, "strategy": strategy, "missing": idents}
+        if dry_run or not idents:
+            report["runs"] = [list(r) for r in embeddings.partition_ranges(idents, idents)]
+        elif local:
+            from heaters_resources.store.objects import object_store_from_settings
+
+            out = embeddings.embed_missing(
+                db,
+                object_store_from_settings(settings),
+                model=model,
+                strategy=strategy,
+                model_path=model_path,
+                batch_size=batch_size,
+            )
+            report.update(
+                done=out.done, failed=out.failed, skipped=out.skipped, seconds=round(out.seconds, 2)
+            )
+        else:
+            report["runs"] = _launch(settings, idents, model, strategy, model_path, batch_size)
+    print(json.dumps(report))
+    if report.get("failed"):
+        raise typer.Exit(1)
+
+
+def _launch(
+    settings: Settings,
+    idents: list[str],
+    model: str,
+    strategy: str,
+    model_path: str | None,
+    batch_size: int,
+) -> list[list[str]]:
+    """One `dagster job execute` per partition range (the Dagster instance records the runs)."""
+    import dagster as dg
+
+    from heaters_resources.orchestration.instance import (
+        prepare_dagster_home,
+        run_dagster,
+    )
+
+    env = prepare_dagster_home(settings)
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "HEATERS_DAGSTER_PG_URL")})
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(names.CLIPS))
+    new = [i for i in idents if i not in known]
+    if new:
+        instance.add_dynamic_partitions(names.CLIPS, new)
+    order = list(instance.get_dynamic_partitions(names.CLIPS))
+    ranges = embeddings.partition_ranges(idents, order)
+    config = {
+        "model": model,
+        "strategy": strategy,
+        "batch_size": batch_size,
+        **({"model_path": model_path} if model_path else {}),
+    }
+    log = Path(env["DAGSTER_HOME"]) / "embed-missing.log"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump({"ops": {"clip_embedding": {"config": config}}}, f)  # JSON is YAML
+    try:
+        for n, (first, last) in enumerate(ranges, 1):
+            t0 = time.perf_counter()
+            with console.status(f"run {n}/{len(ranges)}: {first} .. {last}"):
+                run_dagster(
+                    [
+                        "job",
+                        "execute",
+                        "-m",
+                        names.DEFINITIONS_MODULE,
+                        "-j",
+                        names.EMBED_CLIPS_JOB,
+                        "-c",
+                        f.name,
+                        "--tags",
+                        json.dumps(names.partition_range_tags(first, last)),
+                    ],
+                    env,
+                    log,
+                )
+            console.print(f"run {n}/{len(ranges)} done in {time.perf_counter() - t0:.1f} s")
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    return [list(r) for r in ranges]
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "similar": similar,
+    "search": search,
+    "near-duplicates": near_duplicates,
+    "embed-missing": embed_missing,
+}

@@ -1,0 +1,84 @@
+"""The Dagster instance Heaters runs on: DAGSTER_HOME and its Postgres storage.
+
+The repository's ``dagster.yaml`` is the one instance configuration. It reads the storage URL
+from ``HEATERS_DAGSTER_PG_URL``; we point that at a database named ``dagster`` on the same
+server as the platform's own tables (embedded pgserver or HEATERS_DATABASE_URL) — a separate
+database, because Dagster and our migrations each keep an ``alembic_version`` table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from heaters_resources.db.engine import database_url
+from heaters_resources.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGSTER_DATABASE = "dagster"
+
+
+def dagster_storage_url(settings: Settings) -> str:
+    """URL of the ``dagster`` database next to the platform database (created if missing)."""
+    url = make_url(database_url(settings))
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DAGSTER_DATABASE}
+            )
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{DAGSTER_DATABASE}"'))
+    finally:
+        admin.dispose()
+    # dagster-postgres needs the psycopg2 driver named explicitly (ARCHITECTURE.md, "Pitfalls").
+    return url.set(drivername="postgresql+psycopg2", database=DAGSTER_DATABASE).render_as_string(
+        hide_password=False
+    )
+
+
+def prepare_dagster_home(settings: Settings | None = None) -> dict[str, str]:
+    """Create DAGSTER_HOME (default HEATERS_HOME/dagster) with our dagster.yaml; return the
+    environment every Dagster process (webserver, daemon, CLI, run workers) must get."""
+    settings = settings or Settings.from_env()
+    chosen = os.environ.get("DAGSTER_HOME")
+    home = Path(chosen or settings.home / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    # Our own folder always gets the current dagster.yaml; a DAGSTER_HOME the user chose keeps
+    # the configuration it already has.
+    if not chosen or not (home / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(home),
+        HEATERS_HOME=str(Path(settings.home).resolve()),
+        HEATERS_DAGSTER_PG_URL=dagster_storage_url(settings),
+    )
+    return env
+
+
+def dagster_command(*args: str) -> list[str]:
+    """The ``dagster`` CLI of this environment."""
+    exe = Path(sys.executable).with_name("dagster")
+    return [str(exe) if exe.exists() else "dagster", *args]
+
+
+def run_dagster(args: list[str], env: dict[str, str], log_file: Path) -> None:
+    """Run a Dagster CLI command, its output appended to ``log_file``; raise on failure."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as log:
+        proc = subprocess.run(
+            dagster_command(*args), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
+    if proc.returncode != 0:
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-15:]
+        raise RuntimeError(
+            f"dagster {args[0]} {args[1]} failed (exit {proc.returncode}); "
+            f"log {log_file}:\n" + "\n".join(tail)
+        )

@@ -1,0 +1,227 @@
+"""Similarity over stored clip embeddings: similar clips, text -> clip search, near-duplicates.
+
+Why here (heaters_resources) and not in the CLI: the review page calls the same functions.
+Every query works inside one (model, strategy) space and casts ``embedding`` to
+``vector(<dim>)`` so Postgres can use that model's partial HNSW cosine index
+(:mod:`heaters_resources.search.index`). Superseded clips (merged/split away) are never returned.
+Distances are cosine distances (0 = same direction, 2 = opposite); similarity = 1 - distance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import cast, literal, select
+from sqlalchemy.orm import aliased
+
+from heaters_media.errors import InvalidInputError
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, ClipEmbedding
+from heaters_resources.errors import NotFoundError
+from heaters_resources.search.index import SimilarClip, ef_search, nearest_clips
+from heaters_resources.search.space import (
+    EmbeddingDimensionError,
+    default_model,
+    default_strategy,
+)
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    a: SimilarClip
+    b: SimilarClip
+
+    @property
+    def distance(self) -> float:
+        return self.a.distance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a.clip_id,
+            "a_identifier": self.a.identifier,
+            "b": self.b.clip_id,
+            "b_identifier": self.b.identifier,
+            "same_video": self.a.source_video_id == self.b.source_video_id,
+            "distance": self.distance,
+        }
+
+
+def resolve_clip(db: Database, clip: int | str) -> Clip:
+    """A clip by id or identifier (``<video>_<start>_<end>``)."""
+    with db.session() as session:
+        if isinstance(clip, int) or str(clip).isdigit():
+            found = session.get(Clip, int(clip))
+        else:
+            found = session.scalar(select(Clip).where(Clip.identifier == str(clip)))
+    if found is None:
+        raise NotFoundError(f"clip not found: {clip}")
+    return found
+
+
+def space_dimension(db: Database, model_name: str, strategy: str | None = None) -> int | None:
+    """The dimension of a model's stored vectors (None when it has none); several: an error."""
+    stmt = select(ClipEmbedding.dimension).where(ClipEmbedding.model_name == model_name)
+    if strategy:
+        stmt = stmt.where(ClipEmbedding.generation_strategy == strategy)
+    with db.session() as session:
+        dims = list(session.scalars(stmt.distinct()))
+    if len(dims) > 1:
+        raise EmbeddingDimensionError(
+            f"model {model_name!r} has vectors of several dimensions {sorted(dims)}",
+            model=model_name,
+        )
+    return int(dims[0]) if dims else None
+
+
+def clip_vector(db: Database, clip_id: int, model_name: str, strategy: str) -> list[float]:
+    with db.session() as session:
+        vec = session.scalar(
+            select(ClipEmbedding.embedding).where(
+                ClipEmbedding.clip_id == clip_id,
+                ClipEmbedding.model_name == model_name,
+                ClipEmbedding.generation_strategy == strategy,
+            )
+        )
+    if vec is None:
+        raise NotFoundError(
+            f"clip {clip_id} has no {model_name}/{strategy} embedding; embed it first "
+            f"(heaters embed-missing --model {model_name} --strategy {strategy})"
+        )
+    return [float(x) for x in vec]
+
+
+def similar_clips(
+    db: Database,
+    clip: int | str,
+    k: int = 10,
+    model_name: str | None = None,
+    strategy: str | None = None,
+    exclude_same_video: bool = False,
+    clip_states: Sequence[str] | None = None,
+) -> list[SimilarClip]:
+    """The ``k`` clips nearest to ``clip`` (id or identifier), never the clip itself; with
+    ``exclude_same_video`` none of its own source video either (e.g. to find re-uploads)."""
+    model_name, strategy = model_name or default_model(), strategy or default_strategy()
+    target = resolve_clip(db, clip)
+    vector = clip_vector(db, target.id, model_name, strategy)
+    return nearest_clips(
+        db,
+        vector,
+        model_name=model_name,
+        generation_strategy=strategy,
+        limit=k,
+        states=clip_states,
+        exclude_clip_ids=[target.id],
+        exclude_video=target.source_video_id if exclude_same_video else None,
+    )
+
+
+def search_text(
+    db: Database,
+    query: str,
+    k: int = 10,
+    model_name: str | None = None,
+    strategy: str | None = None,
+    *,
+    model_path: str | os.PathLike[str] | None = None,
+    offline: bool = False,
+    device: str = "auto",
+    clip_states: Sequence[str] | None = None,
+) -> list[SimilarClip]:
+    """Clips whose image vectors are nearest to a CLIP text vector of ``query``.
+
+    Only CLIP models have a text side: any other model raises InvalidInputError saying so.
+    ``model_name`` must be the name the vectors were stored under (``model_path`` for a local
+    folder of its weights).
+    """
+    model_name, strategy = model_name or default_model(), strategy or default_strategy()
+    if not query.strip():
+        raise InvalidInputError("empty search text")
+    from heaters_media.embed import embed_text  # loads the model code only when searching
+
+    result = embed_text(
+        [query], model=model_name, model_path=model_path, offline=offline, device=device
+    )
+    stored = space_dimension(db, model_name, strategy)
+    if stored is not None and stored != result.dimension:
+        raise EmbeddingDimensionError(
+            f"text vectors of {model_name!r} are {result.dimension}-d, stored image vectors "
+            f"{stored}-d",
+            model=model_name,
+        )
+    return nearest_clips(
+        db,
+        result.vectors[0],
+        model_name=model_name,
+        generation_strategy=strategy,
+        limit=k,
+        states=clip_states,
+    )
+
+
+def near_duplicates(
+    db: Database,
+    threshold: float = 0.05,
+    model_name: str | None = None,
+    strategy: str | None = None,
+    *,
+    per_clip: int = 10,
+    limit: int = 10_000,
+) -> list[DuplicatePair]:
+    """Pairs of live clips whose cosine distance is below ``threshold``, closest first.
+
+    Each clip looks at its ``per_clip`` nearest neighbours through the HNSW index (a LATERAL
+    top-k per clip, O(n log n)) instead of comparing all n^2 pairs; a clip with more than
+    ``per_clip`` duplicates reports only the closest ones.
+    """
+    model_name, strategy = model_name or default_model(), strategy or default_strategy()
+    dim = space_dimension(db, model_name, strategy)
+    if dim is None:
+        return []
+    e1, e2 = aliased(ClipEmbedding), aliased(ClipEmbedding)
+    c1, c2 = aliased(Clip), aliased(Clip)
+    v1 = cast(e1.embedding, Vector(dim))
+    v2 = cast(e2.embedding, Vector(dim))
+    dist = v2.cosine_distance(v1)
+    neighbours = (
+        select(e2.clip_id.label("other"), dist.label("distance"))
+        .join(c2, c2.id == e2.clip_id)
+        .where(
+            e2.model_name == model_name,
+            e2.generation_strategy == strategy,
+            e2.clip_id != e1.clip_id,
+            c2.superseded_at.is_(None),
+        )
+        .order_by(dist)
+        .limit(per_clip)
+        .lateral("n")
+    )
+    stmt = (
+        select(e1.clip_id, neighbours.c.other, neighbours.c.distance)
+        .join(c1, c1.id == e1.clip_id)
+        .join(neighbours, literal(True))
+        .where(
+            e1.model_name == model_name,
+            e1.generation_strategy == strategy,
+            c1.superseded_at.is_(None),
+            neighbours.c.distance < threshold,
+            e1.clip_id < neighbours.c.other,
+        )
+        .order_by(neighbours.c.distance, e1.clip_id)
+        .limit(limit)
+    )
+    with db.session() as session:
+        ef_search(session, per_clip)
+        rows = session.execute(stmt).all()
+        ids = {i for r in rows for i in (r[0], r[1])}
+        clips = {c.id: c for c in session.scalars(select(Clip).where(Clip.id.in_(list(ids))))}
+
+    def one(cid: int, distance: float) -> SimilarClip:
+        c = clips[cid]
+        return SimilarClip(c.id, c.identifier, c.source_video_id, c.state, distance)
+
+    return [DuplicatePair(one(a, float(d)), one(b, float(d))) for a, b, d in rows]

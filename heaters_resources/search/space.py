@@ -1,0 +1,103 @@
+"""The embedding space: which model and strategy a vector belongs to, their defaults, and what the
+database already says about a model's dimension.
+
+Kept free of heavy imports (no torch, no OpenCV, no media code) because the review page, the CLI
+and the similarity queries all need these names; importing them must stay cheap.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select, text
+
+from heaters_media.errors import InvalidInputError
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import ClipEmbedding
+from heaters_resources.settings import Settings
+
+#: The weights-free descriptor model (``heaters_media.descriptor.NAME``; a test keeps them equal,
+#: importing it here would load OpenCV into every query).
+DESCRIPTOR_MODEL = "heaters/pixels-v1"
+MODEL_ENV = "HEATERS_EMBEDDING_MODEL"
+STRATEGY_ENV = "HEATERS_EMBEDDING_STRATEGY"
+DEFAULT_MODEL = DESCRIPTOR_MODEL
+DEFAULT_STRATEGY = "keyframe_multi_avg"
+#: Strategies the platform stores: one vector per clip (unique per clip, model, strategy).
+STORED_STRATEGIES = ("keyframe_midpoint", "keyframe_multi_avg")
+
+
+class EmbeddingDimensionError(InvalidInputError):
+    """The model's vectors do not fit what is stored/indexed for that model name."""
+
+    kind = "dimension_mismatch"
+
+
+def default_model() -> str:
+    return Settings.from_env().embedding_model or DEFAULT_MODEL
+
+
+def default_strategy() -> str:
+    return Settings.from_env().embedding_strategy or DEFAULT_STRATEGY
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STORED_STRATEGIES:
+        from heaters_media.embed import STRATEGIES  # only on this error path: it loads OpenCV
+
+        extra = (
+            (
+                " (it yields one vector per keyframe; clip_embeddings keeps one per clip, model "
+                "and strategy)"
+            )
+            if strategy in STRATEGIES
+            else ""
+        )
+        raise InvalidInputError(
+            f"strategy {strategy!r} cannot be stored{extra}; use one of "
+            f"{', '.join(STORED_STRATEGIES)}"
+        )
+    return strategy
+
+
+# --------------------------------------------------------------------------- dimensions
+
+
+_INDEX_DIM = re.compile(r"vector\((\d+)\)")
+
+
+def known_dimensions(db: Database, model_name: str) -> dict[str, int]:
+    """What the database already says about ``model_name``'s dimension: its HNSW index and the
+    vectors stored under that name (``{"index": 512, "stored": 512}``, either may be absent)."""
+    found: dict[str, int] = {}
+    with db.session() as session:
+        for (indexdef,) in session.execute(
+            text(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'clip_embeddings' "
+                "AND indexdef LIKE '%hnsw%' AND indexdef LIKE :pred"
+            ),
+            {"pred": f"%model_name)::text = '{model_name}'::text%"},
+        ):
+            match = _INDEX_DIM.search(indexdef)
+            if match:
+                found["index"] = int(match.group(1))
+        stored = session.scalar(
+            select(ClipEmbedding.dimension).where(ClipEmbedding.model_name == model_name).limit(1)
+        )
+        if stored is not None:
+            found["stored"] = int(stored)
+    return found
+
+
+def check_dimension(db: Database, model_name: str, dimension: int) -> None:
+    """Raise EmbeddingDimensionError when ``dimension`` contradicts the index or stored rows."""
+    for where, dim in known_dimensions(db, model_name).items():
+        if dim != dimension:
+            what = "its HNSW index is built for" if where == "index" else "stored vectors have"
+            raise EmbeddingDimensionError(
+                f"model {model_name!r} produces {dimension}-d vectors but {what} {dim}-d "
+                "vectors; use another model name (or delete that model's rows and index)",
+                model=model_name,
+                dimension=dimension,
+                expected=dim,
+            )

@@ -1,0 +1,323 @@
+"""Review actions (approve, skip, archive, merge, split, undo), each recorded as an append-only
+`review_events` row, and the completion of merges and splits (old clips end, new ones start)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import (
+    ReviewEvent,
+)
+from heaters_resources.errors import (
+    ConflictError,
+    InvalidClipsError,
+    InvalidTransitionError,
+    NotFoundError,
+)
+from heaters_resources.states.core import (
+    CLIPS,
+    apply_transition,
+    check_transition,
+    lock_rows,
+    verify_objects,
+)
+from heaters_resources.states.table import (
+    TRANSITIONS,
+    ClipSpec,
+)
+from heaters_resources.states.videos import clip_rows, insert_clips
+
+# ------------------------------------------------------------------------------ review
+
+
+class StaleActionError(ConflictError):
+    """The clip changed since the reviewer saw it (the page's `clip_version` no longer matches):
+    the action is refused rather than applied to a state the reviewer never saw."""
+
+
+def clip_version(state: str, updated_at: Any) -> str:
+    """Opaque token of a clip's state and last change; a review page sends it back with an
+    action so that a stale page (another reviewer acted, or an undo) cannot act twice."""
+    stamp = updated_at.isoformat() if hasattr(updated_at, "isoformat") else str(updated_at)
+    return f"{state}@{stamp}"
+
+
+def _guard(session: Session, clip_id: int, expected_version: str | None) -> None:
+    """Lock the clip and refuse with `StaleActionError` unless it is at `expected_version`
+    (in the caller's transaction, so the check and the transition cannot interleave)."""
+    if expected_version is None:
+        return
+    row = lock_rows(session, "clip", [clip_id], CLIPS.c.updated_at)[clip_id]
+    if clip_version(row.state, row.updated_at) != expected_version:
+        raise StaleActionError(
+            f"clip {clip_id} changed since the page was loaded "
+            f"(it is now {row.state!r}); reload to see it"
+        )
+
+
+def _record(
+    session: Session,
+    action: str,
+    clip_ids: Sequence[int],
+    previous: Sequence[str],
+    actor: str,
+    payload: Mapping[str, Any] | None = None,
+    undoes: int | None = None,
+) -> int:
+    return int(
+        session.execute(
+            insert(ReviewEvent)
+            .values(
+                action=action,
+                actor=actor,
+                clip_ids=list(clip_ids),
+                previous_states=list(previous),
+                payload=dict(payload or {}),
+                undoes_event_id=undoes,
+            )
+            .returning(ReviewEvent.id)
+        ).scalar_one()
+    )
+
+
+def _review(
+    db: Database,
+    action: str,
+    clip_id: int,
+    actor: str,
+    payload: Mapping[str, Any] | None = None,
+    expected_version: str | None = None,
+) -> int:
+    def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
+        rows = apply_transition(session, "clip", action, [clip_id], reviewed_at=func.now())
+        return _record(session, action, [clip_id], [rows[clip_id].state], actor, payload)
+
+    return db.run(work)
+
+
+def approve_clip(
+    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    """pending_review -> approved; returns the review event id."""
+    return _review(db, "approve", clip_id, actor, expected_version=expected_version)
+
+
+def skip_clip(
+    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    return _review(db, "skip", clip_id, actor, expected_version=expected_version)
+
+
+def archive_clip(
+    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    return _review(db, "archive", clip_id, actor, expected_version=expected_version)
+
+
+def request_split(
+    db: Database, clip_id: int, frame: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    """pending_review -> splitting at `frame` (strictly inside the clip)."""
+
+    def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
+        rows = lock_rows(session, "clip", [clip_id], CLIPS.c.start_frame, CLIPS.c.end_frame)
+        row = rows[clip_id]
+        to_state = check_transition("clip", "request_split", rows)
+        if not row.start_frame < frame < row.end_frame:
+            raise InvalidClipsError(
+                f"split frame {frame} not inside clip {clip_id} "
+                f"[{row.start_frame}, {row.end_frame})"
+            )
+        session.execute(
+            update(CLIPS)
+            .where(CLIPS.c.id == clip_id)
+            .values(state=to_state, reviewed_at=func.now(), updated_at=func.now())
+        )
+        return _record(session, "request_split", [clip_id], [row.state], actor, {"frame": frame})
+
+    return db.run(work)
+
+
+def request_merge(
+    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    """Merge a pending clip with the previous live clip of its video: both go to `merging`."""
+
+    def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
+        target = session.execute(
+            select(CLIPS.c.source_video_id, CLIPS.c.start_frame).where(CLIPS.c.id == clip_id)
+        ).first()
+        if target is None:
+            raise NotFoundError(f"clip not found: {clip_id}")
+        prev_id = session.execute(
+            select(CLIPS.c.id)
+            .where(
+                CLIPS.c.source_video_id == target.source_video_id,
+                CLIPS.c.end_frame <= target.start_frame,
+                CLIPS.c.superseded_at.is_(None),
+            )
+            .order_by(CLIPS.c.end_frame.desc())
+            .limit(1)
+        ).scalar()
+        if prev_id is None:
+            raise InvalidClipsError(f"clip {clip_id} has no previous clip to merge with")
+        rows = lock_rows(session, "clip", [prev_id, clip_id])
+        check_transition("clip", "request_merge", {clip_id: rows[clip_id]})
+        to_state = check_transition("clip", "merge_into_next", {prev_id: rows[prev_id]})
+        session.execute(
+            update(CLIPS)
+            .where(CLIPS.c.id.in_([prev_id, clip_id]))
+            .values(state=to_state, reviewed_at=func.now(), updated_at=func.now())
+        )
+        return _record(
+            session,
+            "request_merge",
+            [prev_id, clip_id],
+            [rows[prev_id].state, rows[clip_id].state],
+            actor,
+        )
+
+    return db.run(work)
+
+
+def undo_review(
+    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    """Undo the latest not-yet-undone review action on `clip_id`, restoring the states it
+    replaced. Refused once the action's effect moved on (e.g. the merge already ran)."""
+
+    def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
+        ev = ReviewEvent.__table__
+        undone = select(ev.c.undoes_event_id).where(ev.c.undoes_event_id.is_not(None))
+        event = session.execute(
+            select(ev)
+            .where(ev.c.clip_ids.any_() == clip_id, ev.c.action != "undo", ev.c.id.not_in(undone))
+            .order_by(ev.c.id.desc())
+            .limit(1)
+        ).first()
+        if event is None:
+            raise InvalidTransitionError("clip", clip_id, "undo", "no review action to undo")
+        if event.action == "purge":
+            raise InvalidTransitionError(
+                "clip",
+                clip_id,
+                "undo",
+                "archived",
+                reason="the archive job already deleted its files; it cannot be restored",
+            )
+        rows = lock_rows(session, "clip", list(event.clip_ids))
+        expected = {
+            "approve": "approved",
+            "skip": "skipped",
+            "archive": "archived",
+            "request_merge": "merging",
+            "request_split": "splitting",
+        }[event.action]
+        for cid, row in rows.items():
+            if row.state != expected:
+                raise InvalidTransitionError("clip", cid, "undo", row.state, (expected,))
+        for cid, previous in zip(event.clip_ids, event.previous_states, strict=True):
+            session.execute(
+                update(CLIPS).where(CLIPS.c.id == cid).values(state=previous, updated_at=func.now())
+            )
+        return _record(
+            session,
+            "undo",
+            list(event.clip_ids),
+            [rows[c].state for c in event.clip_ids],
+            actor,
+            {"undone_action": event.action},
+            undoes=event.id,
+        )
+
+    return db.run(work)
+
+
+def _supersede(
+    session: Session,
+    old: Sequence[int],
+    new_specs: Sequence[ClipSpec],
+    video_id: int,
+    fps: float,
+    action: str,
+    store: Any,
+) -> list[int]:
+    rows = clip_rows(video_id, fps, new_specs, parents=old)
+    verify_objects(store, [r["storage_key"] for r in rows])
+    session.execute(
+        update(CLIPS)
+        .where(CLIPS.c.id.in_(list(old)))
+        .values(
+            state=TRANSITIONS[("clip", action)].to_state,
+            superseded_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    return insert_clips(session, rows)
+
+
+def complete_merge(db: Database, clip_ids: Sequence[int], *, store: Any = None) -> int:
+    """merging -> archived for the merged clips; one new clip (state `spliced`) spans them."""
+
+    def work(session: Session) -> int:
+        rows = lock_rows(
+            session,
+            "clip",
+            list(clip_ids),
+            CLIPS.c.source_video_id,
+            CLIPS.c.start_frame,
+            CLIPS.c.end_frame,
+            CLIPS.c.fps,
+        )
+        check_transition("clip", "complete_merge", rows)
+        videos = {r.source_video_id for r in rows.values()}
+        if len(videos) != 1 or len(rows) < 2:
+            raise InvalidClipsError("merge needs two or more clips of one video")
+        spec = ClipSpec(
+            min(r.start_frame for r in rows.values()), max(r.end_frame for r in rows.values())
+        )
+        first = next(iter(rows.values()))
+        return _supersede(
+            session, sorted(rows), [spec], videos.pop(), first.fps, "complete_merge", store
+        )[0]
+
+    return db.run(work)
+
+
+def complete_split(db: Database, clip_id: int, frame: int, *, store: Any = None) -> list[int]:
+    """splitting -> archived; two new clips [start, frame) and [frame, end) start at `spliced`."""
+
+    def work(session: Session) -> list[int]:
+        rows = lock_rows(
+            session,
+            "clip",
+            [clip_id],
+            CLIPS.c.source_video_id,
+            CLIPS.c.start_frame,
+            CLIPS.c.end_frame,
+            CLIPS.c.fps,
+        )
+        check_transition("clip", "complete_split", rows)
+        row = rows[clip_id]
+        if not row.start_frame < frame < row.end_frame:
+            raise InvalidClipsError(f"split frame {frame} not inside clip {clip_id}")
+        specs = [ClipSpec(row.start_frame, frame), ClipSpec(frame, row.end_frame)]
+        return _supersede(
+            session, [clip_id], specs, row.source_video_id, row.fps, "complete_split", store
+        )
+
+    return db.run(work)

@@ -1,0 +1,81 @@
+"""What every step shares: a private scratch folder, fetching inputs from the store, the
+reason stored in a `*_failed` state, and the error a batch raises when some items failed.
+
+
+Each step follows the same discipline, which is what makes retries safe:
+
+1. move the row to the step's in-progress state (validated, under a row lock);
+2. fetch inputs from the object store into a private temporary folder;
+3. run the pure ``heaters_media`` function;
+4. upload every output *before* the row that points at it is committed;
+5. complete the transition (new rows/artifacts in one transaction);
+
+and on any failure, move the row to the step's ``*_failed`` state with the reason and re-raise.
+The Dagster assets are thin wrappers over these functions, and the "no Dagster" benchmark calls
+them directly, so both measure the same work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from heaters_media.errors import MediaError
+from heaters_resources import states
+from heaters_resources.db.engine import Database
+from heaters_resources.errors import HeatersStateError
+from heaters_resources.store.objects import LocalObjectStore, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class StepFailedError(Exception):
+    """Some items of a batch step failed; each is in its ``*_failed`` state with the reason."""
+
+    def __init__(self, step: str, failures: dict[str, str]) -> None:
+        self.step = step
+        self.failures = failures
+        listing = "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:5])
+        super().__init__(f"{step} failed for {len(failures)} item(s): {listing}")
+
+
+def describe_error(exc: BaseException) -> str:
+    """The reason stored in a ``*_failed`` state: the typed kind and the message."""
+    if isinstance(exc, MediaError):
+        return f"{exc.kind}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def scratch_dir(base: Path | None) -> Iterator[Path]:
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="heaters-step-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def fetch(store: ObjectStore, key: str, workdir: Path) -> Path:
+    """A local path holding the object: the file itself for the local store, else a download."""
+    if isinstance(store, LocalObjectStore):
+        path = store.path(key)
+        if path.is_file():
+            return path
+    target = workdir / key.replace("/", "__")
+    store.download_file(key, target)
+    return target
+
+
+def fail_step(
+    db: Database, entity: states.Entity, entity_id: int, step: str, exc: BaseException
+) -> None:
+    try:
+        states.mark_failed(db, entity, entity_id, step, describe_error(exc))
+    except HeatersStateError as inner:  # already moved on (e.g. a concurrent retry): keep going
+        log.warning("could not mark %s %s failed: %s", entity, entity_id, inner)

@@ -1,0 +1,153 @@
+"""Review jobs: execute a requested merge or split, and purge the objects of archived clips."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, insert, select, update
+
+from heaters_media.merge import merge_clips
+from heaters_media.split import split_clip_at
+from heaters_resources import states
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, ClipArtifact, ReviewEvent
+from heaters_resources.steps.common import (
+    fail_step,
+    fetch,
+    scratch_dir,
+)
+from heaters_resources.store import keys
+from heaters_resources.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------ review outcomes
+
+
+@dataclass
+class ReviewJobOutcome:
+    action: str
+    old_clip_ids: list[int]
+    new_clip_ids: list[int]
+    new_identifiers: list[str]
+    deleted_objects: int = 0
+
+
+def execute_merge(
+    db: Database, store: ObjectStore, clip_ids: Sequence[int], *, workdir: Path | None = None
+) -> ReviewJobOutcome:
+    """Carry out a requested merge (clips in ``merging``): one new clip replaces them."""
+    clips = sorted((states.get_clip(db, cid) for cid in clip_ids), key=lambda c: c.start_frame)
+    try:
+        if len(clips) != 2:
+            raise ValueError(f"a merge joins two clips, got {len(clips)}")
+        a, b = clips
+        video_id = a.source_video_id
+        ident = keys.clip_identifier(video_id, a.start_frame, b.end_frame)
+        with scratch_dir(workdir) as tmp:
+            pa = fetch(store, a.storage_key or "", tmp)
+            pb = fetch(store, b.storage_key or "", tmp)
+            merged = merge_clips(pa, pb, tmp / f"{ident}.mp4")
+            store.upload_file(merged.path, keys.clip_key(video_id, ident))
+        new_id = states.complete_merge(db, [a.id, b.id], store=store)
+    except Exception as exc:
+        for c in clips:
+            fail_step(db, "clip", c.id, "merge", exc)
+        raise
+    return ReviewJobOutcome("merge", [c.id for c in clips], [new_id], [ident])
+
+
+def execute_split(
+    db: Database, store: ObjectStore, clip_id: int, frame: int, *, workdir: Path | None = None
+) -> ReviewJobOutcome:
+    """Carry out a requested split at source frame ``frame`` (clip in ``splitting``)."""
+    clip = states.get_clip(db, clip_id)
+    try:
+        video_id = clip.source_video_id
+        with scratch_dir(workdir) as tmp:
+            local = fetch(store, clip.storage_key or "", tmp)
+            result = split_clip_at(local, frame - clip.start_frame, tmp / "parts")
+            idents = []
+            for part in result.clips:
+                start, end = clip.start_frame + part.start_frame, clip.start_frame + part.end_frame
+                ident = keys.clip_identifier(video_id, start, end)
+                store.upload_file(part.path, keys.clip_key(video_id, ident))
+                idents.append(ident)
+        new_ids = states.complete_split(db, clip_id, frame, store=store)
+    except Exception as exc:
+        fail_step(db, "clip", clip_id, "split", exc)
+        raise
+    return ReviewJobOutcome("split", [clip_id], new_ids, idents)
+
+
+def clip_object_keys(db: Database, clip_ids: Sequence[int]) -> list[str]:
+    """Every stored object of the clips: the clip file, keyframes, sprites and sidecars."""
+    with db.session() as session:
+        clip_keys = session.scalars(select(Clip.storage_key).where(Clip.id.in_(list(clip_ids))))
+        arts = session.execute(
+            select(ClipArtifact.storage_key, ClipArtifact.sidecar_key).where(
+                ClipArtifact.clip_id.in_(list(clip_ids))
+            )
+        ).all()
+        return [k for k in clip_keys if k] + [k for row in arts for k in row if k]
+
+
+# --------------------------------------------------------------------------- archive purge
+
+
+@dataclass
+class PurgeOutcome:
+    clip_ids: list[int]
+    deleted: int
+    failed: dict[str, str]
+    requests: int
+
+
+def purge_archived_clips(
+    db: Database,
+    store: ObjectStore,
+    clip_ids: Sequence[int],
+    *,
+    event_id: int | None = None,
+    actor: str = "archive-job",
+) -> PurgeOutcome:
+    """Delete the stored objects of archived clips in batches, then forget their keys.
+
+    Only clips still ``archived`` are touched (an undo may have come first). Objects go first
+    (batched, 1000 keys per request on S3); rows are updated only for clips whose objects are
+    all gone, and a ``purge`` review event records that undo is no longer possible.
+    """
+
+    with db.session() as session:
+        live = list(
+            session.scalars(
+                select(Clip.id).where(
+                    Clip.id.in_(list(clip_ids)),
+                    Clip.state == "archived",
+                    Clip.storage_key.is_not(None),
+                )
+            )
+        )
+    if not live:
+        return PurgeOutcome([], 0, {}, 0)
+    by_clip = {cid: clip_object_keys(db, [cid]) for cid in live}
+    result = store.delete_many([k for ks in by_clip.values() for k in ks])
+    done = [cid for cid, ks in by_clip.items() if not any(k in result.failed for k in ks)]
+    if done:
+        with db.session() as session:
+            session.execute(delete(ClipArtifact).where(ClipArtifact.clip_id.in_(done)))
+            session.execute(update(Clip).where(Clip.id.in_(done)).values(storage_key=None))
+            session.execute(
+                insert(ReviewEvent).values(
+                    action="purge",
+                    actor=actor,
+                    clip_ids=done,
+                    previous_states=["archived"] * len(done),
+                    payload={"event_id": event_id, "objects_deleted": len(result.deleted)},
+                )
+            )
+    return PurgeOutcome(done, len(result.deleted), dict(result.failed), result.requests)

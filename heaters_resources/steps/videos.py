@@ -1,0 +1,252 @@
+"""Source-video steps: ingest (download or copy, normalize when needed) and splice (scene
+detection + cutting into clips)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from heaters_media.ingest import ingest
+from heaters_media.progress import ProgressFn
+from heaters_media.scenes import detect_scenes
+from heaters_media.split import split_video
+from heaters_resources import states
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, SourceVideo
+from heaters_resources.errors import NotFoundError
+from heaters_resources.steps.common import (
+    fail_step,
+    fetch,
+    scratch_dir,
+)
+from heaters_resources.store import keys
+from heaters_resources.store.cleanup import purge_scheduled_deletions
+from heaters_resources.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- source videos
+
+
+@dataclass
+class IngestOutcome:
+    video_id: int
+    original_key: str
+    normalized_key: str | None
+    normalize_action: str
+    title: str | None
+    duration: float
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+    size_bytes: int
+    seconds: float
+
+
+def ingest_source_video(
+    db: Database,
+    store: ObjectStore,
+    video_id: int,
+    *,
+    max_height: int = 1080,
+    force_normalize: bool = False,
+    overwrite: bool = False,
+    workdir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> IngestOutcome:
+    """new -> downloading -> downloaded: fetch/copy, normalize when needed, upload both files."""
+    video = states.get_source_video(db, video_id)
+    states.start_downloading(db, video_id, overwrite=overwrite)
+    try:
+        with scratch_dir(workdir) as tmp:
+            source = ingest_source_path(store, video.source, tmp)
+            result = ingest(
+                source,
+                tmp / "in",
+                max_height=max_height,
+                force_normalize=force_normalize,
+                progress=progress,
+            )
+            original = Path(result.original_path)
+            ext = original.suffix.lstrip(".").lower() or "bin"
+            original_key = keys.source_original_key(video_id, ext)
+            store.upload_file(original, original_key)
+            normalized_key = None
+            if result.normalized:
+                normalized_key = keys.source_normalized_key(video_id)
+                store.upload_file(result.normalized_path, normalized_key)
+            p = result.probe
+            info = {
+                k: v
+                for k, v in asdict(result).items()
+                if k
+                in (
+                    "source_type",
+                    "extractor",
+                    "webpage_url",
+                    "normalize_action",
+                    "normalize_reasons",
+                )
+            }
+            info["probe"] = p
+            states.complete_downloading(
+                db,
+                video_id,
+                original_key=original_key,
+                normalized_key=normalized_key,
+                store=store,
+                title=video.title or result.title,
+                duration_s=p["duration"],
+                fps=p["fps"],
+                frame_count=p["frame_count"],
+                width=p["width"],
+                height=p["height"],
+                video_codec=p["video_codec"],
+                audio_codec=p["audio_codec"],
+                size_bytes=p["size"],
+                uploader=result.uploader,
+                upload_date=result.upload_date,
+                info=info,
+            )
+    except Exception as exc:
+        fail_step(db, "source_video", video_id, "download", exc)
+        raise
+    purge_scheduled_deletions(db, store)
+    return IngestOutcome(
+        video_id=video_id,
+        original_key=original_key,
+        normalized_key=normalized_key,
+        normalize_action=result.normalize_action,
+        title=video.title or result.title,
+        duration=p["duration"],
+        fps=p["fps"],
+        frame_count=p["frame_count"],
+        width=p["width"],
+        height=p["height"],
+        size_bytes=p["size"],
+        seconds=result.seconds,
+    )
+
+
+@dataclass
+class SpliceOutcome:
+    video_id: int
+    clip_ids: list[int]
+    identifiers: list[str]
+    retired_identifiers: list[str]
+    cut_frames: list[int]
+    copied: int
+    encoded: int
+    detect_seconds: float
+    split_seconds: float
+    frames_analysed: int
+    scene_params: dict[str, Any] = field(default_factory=dict)
+
+
+def playable_key(video: SourceVideo) -> str:
+    """The object downstream steps read: the normalized file, or the original when it qualified."""
+    key = video.normalized_key or video.original_key
+    if not key:
+        raise NotFoundError(f"source video {video.id} has no stored file; ingest it first")
+    return key
+
+
+def clip_identifiers_of_video(db: Database, video_id: int) -> list[str]:
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Clip.identifier)
+                .where(Clip.source_video_id == video_id)
+                .order_by(Clip.start_frame)
+            )
+        )
+
+
+def splice_source_video(
+    db: Database,
+    store: ObjectStore,
+    video_id: int,
+    *,
+    detector: str = "adaptive",
+    threshold: float | None = None,
+    min_scene_len: float = 1.0,
+    overwrite: bool = False,
+    workdir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> SpliceOutcome:
+    """downloaded -> splicing -> spliced: detect scenes, cut clips, register them in one go.
+
+    With ``overwrite`` (re-splicing with new parameters) the video's old clips, their artifacts
+    and embeddings are replaced; their objects are deleted after the new clips are committed.
+    """
+    params = {"detector": detector, "threshold": threshold, "min_scene_len": min_scene_len}
+    video = states.get_source_video(db, video_id)
+    before = clip_identifiers_of_video(db, video_id)
+    states.start_splicing(db, video_id, overwrite=overwrite, scene_params=params)
+    try:
+        with scratch_dir(workdir) as tmp:
+            source = fetch(store, playable_key(video), tmp)
+
+            def part(lo: float, hi: float) -> ProgressFn | None:
+                return (
+                    None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
+                )
+
+            detected = detect_scenes(
+                source,
+                detector=detector,
+                threshold=threshold,
+                min_scene_len=min_scene_len,
+                progress=part(0.0, 0.4),
+            )
+            split = split_video(
+                source,
+                [asdict(s) for s in detected.scenes],
+                tmp / "clips",
+                name_template=f"{video_id}_{{start}}_{{end}}.mp4",
+                progress=part(0.4, 0.9),
+            )
+            specs = []
+            for clip in split.clips:
+                ident = keys.clip_identifier(video_id, clip.start_frame, clip.end_frame)
+                key = keys.clip_key(video_id, ident)
+                store.upload_file(clip.path, key)
+                specs.append(states.ClipSpec(clip.start_frame, clip.end_frame, key))
+            ids = states.create_clips_from_splice(
+                db, video_id, specs, fps=split.fps, overwrite=overwrite, store=store
+            )
+    except Exception as exc:
+        fail_step(db, "source_video", video_id, "splice", exc)
+        raise
+    purge_scheduled_deletions(db, store)
+    identifiers = [keys.clip_identifier(video_id, s.start_frame, s.end_frame) for s in specs]
+    return SpliceOutcome(
+        video_id=video_id,
+        clip_ids=ids,
+        identifiers=identifiers,
+        retired_identifiers=[i for i in before if i not in set(identifiers)],
+        cut_frames=detected.cut_frames,
+        copied=split.copied,
+        encoded=split.encoded,
+        detect_seconds=detected.metadata["seconds"],
+        split_seconds=split.seconds,
+        frames_analysed=detected.metadata["frames_analysed"],
+        scene_params={**params, "threshold": detected.metadata["threshold"]},
+    )
+
+
+def ingest_source_path(store: ObjectStore, source: str, workdir: Path) -> str:
+    """Sources may name an object of the store (``store:<key>``, from the S3/prefix inbox):
+    fetch it to a local file first; anything else is passed to ``ingest`` as it is."""
+    if source.startswith("store:"):
+        key = source.removeprefix("store:")
+        target = workdir / Path(key).name
+        store.download_file(key, target)
+        return str(target)
+    return source

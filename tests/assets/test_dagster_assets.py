@@ -1,0 +1,310 @@
+"""The Dagster platform in-process: assets, checks, jobs over partition ranges, sensors with
+cursors, re-splice backfill, review jobs, failures. Real Postgres (pgserver), real files."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from heaters_assets.assets.videos import clip_splits
+from heaters_assets.definitions import build_definitions
+from heaters_assets.partitions import CLIPS, SOURCE_VIDEOS, partition_range_tags
+from heaters_assets.sensors.inbox import inbox_sensor
+from heaters_assets.sensors.pipeline import (
+    new_clips_sensor,
+    review_actions_sensor,
+    submissions_sensor,
+)
+from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
+from heaters_resources import states
+from heaters_resources.db.embedded_pg import EmbeddedServer
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, ReviewEvent
+from heaters_resources.orchestration.resources import (
+    DatabaseResource,
+    ObjectStoreResource,
+    SettingsResource,
+)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def resources(db: Database, pg_server: EmbeddedServer, tmp_path: Path) -> dict[str, Any]:
+    home = str(tmp_path / "home")
+    return {
+        "database": DatabaseResource(database_url=pg_server.url),
+        "object_store": ObjectStoreResource(heaters_home=home),
+        "settings": SettingsResource(heaters_home=home, database_url=pg_server.url),
+    }
+
+
+@pytest.fixture
+def defs(resources: dict[str, Any]) -> dg.Definitions:
+    return build_definitions(resources)
+
+
+def _ingest(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    db: Database,
+    source: str = str(SAMPLE_VIDEO),
+    run_config: dict | None = None,
+) -> tuple[int, dg.ExecuteInProcessResult]:
+    vid = states.create_source_video(db, source)
+    instance.add_dynamic_partitions(SOURCE_VIDEOS, [str(vid)])
+    result = defs.resolve_job_def("ingest_video_job").execute_in_process(
+        instance=instance, partition_key=str(vid), run_config=run_config or {}, raise_on_error=False
+    )
+    return vid, result
+
+
+def _clips(db: Database, vid: int) -> list[Clip]:
+    with db.session() as s:
+        return list(
+            s.scalars(
+                select(Clip)
+                .where(Clip.source_video_id == vid, Clip.superseded_at.is_(None))
+                .order_by(Clip.start_frame)
+            )
+        )
+
+
+def _artifacts(
+    defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]
+) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("clip_artifacts_job").execute_in_process(
+        instance=instance, tags=partition_range_tags(keys[0], keys[-1]), raise_on_error=False
+    )
+
+
+def test_whole_graph_for_one_video(
+    defs: dg.Definitions, instance: dg.DagsterInstance, db: Database
+) -> None:
+    vid, result = _ingest(defs, instance, db)
+    assert result.success
+    clips = _clips(db, vid)
+    keys = [c.identifier for c in clips]
+    assert [c.start_frame for c in clips[1:]] == SAMPLE_CUTS
+    assert instance.get_dynamic_partitions(CLIPS) == keys
+    splits = result.asset_materializations_for_node("clip_splits")[0]
+    assert splits.metadata["clips"].value == len(SAMPLE_CUTS) + 1
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("clips_tile_video", True)]
+
+    run = _artifacts(defs, instance, keys)
+    assert run.success
+    # One run materialized every clip partition of both assets.
+    for asset in ("keyframes", "sprite_sheet"):
+        mats = run.asset_materializations_for_node(asset)
+        assert sorted(m.partition for m in mats) == sorted(keys)
+    assert {c.check_name: c.passed for c in run.get_asset_check_evaluations()} == {
+        "keyframes_stored": True,
+        "sprite_matches_image": True,
+    }
+    assert {c.state for c in _clips(db, vid)} == {"pending_review"}
+
+
+def test_resplice_backfill_replaces_clip_partitions(
+    defs: dg.Definitions, instance: dg.DagsterInstance, db: Database, resources: dict[str, Any]
+) -> None:
+    vid, result = _ingest(defs, instance, db)
+    assert result.success
+    before = instance.get_dynamic_partitions(CLIPS)
+    # What a backfill of clip_splits with a new parameter runs for each chosen video.
+    run = dg.materialize(
+        [clip_splits],
+        instance=instance,
+        partition_key=str(vid),
+        resources=resources,
+        run_config={"ops": {"clip_splits": {"config": {"min_scene_len": 4.0, "overwrite": True}}}},
+    )
+    assert run.success
+    after = [c.identifier for c in _clips(db, vid)]
+    assert len(after) < len(before)
+    assert instance.get_dynamic_partitions(CLIPS) == after
+
+
+def test_failed_ingest_sets_failed_state(
+    defs: dg.Definitions, instance: dg.DagsterInstance, db: Database, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    vid, result = _ingest(defs, instance, db, source=str(bad))
+    assert not result.success
+    video = states.get_source_video(db, vid)
+    assert video.state == "ingestion_failed"
+    assert video.error and video.error.startswith("corrupt_media")
+    assert instance.get_dynamic_partitions(CLIPS) == []
+
+
+def test_submission_and_new_clip_sensors(
+    defs: dg.Definitions, instance: dg.DagsterInstance, db: Database, resources: dict[str, Any]
+) -> None:
+    a = states.create_source_video(db, str(SAMPLE_VIDEO))
+    b = states.create_source_video(db, str(SAMPLE_VIDEO))
+    ctx = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    first = submissions_sensor(ctx)
+    assert [r.partition_key for r in first.run_requests] == [str(a), str(b)]
+    assert first.dynamic_partitions_requests[0].partition_keys == [str(a), str(b)]
+    # Resuming from the cursor (as after a daemon restart) requests nothing again.
+    again = submissions_sensor(
+        dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=first.cursor, definitions=defs
+        )
+    )
+    assert not again.run_requests
+    c = states.create_source_video(db, str(SAMPLE_VIDEO))
+    third = submissions_sensor(
+        dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=first.cursor, definitions=defs
+        )
+    )
+    assert [r.partition_key for r in third.run_requests] == [str(c)]
+
+    vid, result = _ingest(defs, instance, db)
+    assert result.success
+    keys = [cl.identifier for cl in _clips(db, vid)]
+    clips_out = new_clips_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    )
+    assert len(clips_out.run_requests) == 1
+    tags = clips_out.run_requests[0].tags
+    assert tags == partition_range_tags(keys[0], keys[-1])
+    resumed = new_clips_sensor(
+        dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=clips_out.cursor, definitions=defs
+        )
+    )
+    assert not resumed.run_requests
+
+
+def test_inbox_sensor_registers_each_file_once(
+    instance: dg.DagsterInstance,
+    db: Database,
+    resources: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HEATERS_INBOX_SETTLE_SECONDS", "0")
+    inbox = Path(resources["settings"].heaters_home) / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copy(SAMPLE_VIDEO, inbox / "first.mp4")
+    (inbox / "notes.txt").write_text("ignored")
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
+    out = inbox_sensor(ctx)
+    shutil.copy(SAMPLE_VIDEO, inbox / "second.mkv")
+    # A restart that lost the cursor must not register first.mp4 again.
+    lost = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    resumed = inbox_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=lost.cursor)
+    )
+    with db.session() as s:
+        from heaters_resources.db.models import SourceVideo
+
+        titles = sorted(v.title for v in s.scalars(select(SourceVideo)))
+    assert titles == ["first", "second"]
+    assert out.cursor and resumed.skip_reason
+
+
+def test_review_actions_become_jobs(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    db: Database,
+    resources: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    monkeypatch.setenv("HEATERS_ARCHIVE_GRACE_SECONDS", "0")
+    vid, _ = _ingest(defs, instance, db)
+    keys = [c.identifier for c in _clips(db, vid)]
+    assert _artifacts(defs, instance, keys).success
+    clips = _clips(db, vid)
+    states.request_merge(db, clips[1].id)
+    states.request_split(db, clips[3].id, clips[3].start_frame + 30)
+    states.archive_clip(db, clips[5].id)
+    states.approve_clip(db, clips[6].id)
+    out = review_actions_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    )
+    assert [r.tags["heaters/action"] for r in out.run_requests] == [
+        "request_merge",
+        "request_split",
+        "archive",
+    ]
+    job = defs.resolve_job_def("review_action_job")
+    for request in out.run_requests:
+        assert job.execute_in_process(instance=instance, run_config=request.run_config).success
+    live = _clips(db, vid)
+    assert [(c.start_frame, c.state) for c in live[:2]] == [(0, "spliced"), (146, "pending_review")]
+    assert len([c for c in live if c.state == "spliced"]) == 3  # merged + two split halves
+    # Exactly the clips ever made: the originals (kept for their history) and the new ones.
+    assert set(instance.get_dynamic_partitions(CLIPS)) == set(keys) | {c.identifier for c in live}
+    archived = states.get_clip(db, clips[5].id)
+    assert archived.storage_key is None
+    with db.session() as s:
+        assert s.scalar(select(ReviewEvent.action).order_by(ReviewEvent.id.desc())) == "purge"
+    with pytest.raises(states.InvalidTransitionError, match="deleted"):
+        states.undo_review(db, clips[5].id)
+    resumed = review_actions_sensor(
+        dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=out.cursor, definitions=defs
+        )
+    )
+    assert not resumed.run_requests
+
+
+def test_whole_graph_on_s3(
+    instance: dg.DagsterInstance,
+    db: Database,
+    pg_server: EmbeddedServer,
+    s3_store: Any,
+    s3_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    """Same graph with the object store on S3 (moto's server over HTTP): rows point at objects
+    that really are in the bucket, under the configured prefix."""
+    resources = {
+        "database": DatabaseResource(database_url=pg_server.url),
+        "object_store": ObjectStoreResource(
+            s3_bucket=s3_store.bucket,
+            s3_prefix="lib",
+            s3_endpoint_url=s3_endpoint,
+            s3_region="us-east-1",
+        ),
+        "settings": SettingsResource(heaters_home=str(tmp_path), database_url=pg_server.url),
+    }
+    defs = build_definitions(resources)
+    vid, result = _ingest(defs, instance, db)
+    assert result.success
+    keys = [c.identifier for c in _clips(db, vid)]
+    assert _artifacts(defs, instance, keys).success
+    listed = {
+        o["Key"]
+        for page in s3_store.client.get_paginator("list_objects_v2").paginate(
+            Bucket=s3_store.bucket
+        )
+        for o in page.get("Contents", [])
+    }
+    with db.session() as s:
+        from heaters_resources.db.models import ClipArtifact
+
+        stored = [c.storage_key for c in _clips(db, vid)]
+        stored += [
+            k
+            for row in s.execute(select(ClipArtifact.storage_key, ClipArtifact.sidecar_key))
+            for k in row
+            if k
+        ]
+    assert stored and {f"lib/{k}" for k in stored} <= listed
+    assert states.get_source_video(db, vid).original_key is not None
+    assert f"lib/{states.get_source_video(db, vid).original_key}" in listed

@@ -1,0 +1,320 @@
+"""The platform through its command lines: `heaters demo` (dagster job execute), `dagster asset
+materialize`, `heaters submit/status`, and `heaters dev` (webserver + daemon) picking a video up
+from the inbox. Each test gets its own HEATERS_HOME, embedded Postgres and DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
+from heaters_resources.db.embedded_pg import ensure_server, stop_server
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, ClipArtifact
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "home"
+    home.mkdir()
+    yield home
+    stop_server(home)
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEATERS_", "DAGSTER_"))}
+    env.update(HEATERS_HOME=str(home), **extra)
+    return env
+
+
+def _db(home: Path) -> Database:
+    return Database(ensure_server(home).url)
+
+
+def test_demo_and_asset_materialize(home: Path) -> None:
+    proc = subprocess.run(
+        [str(BIN / "heaters"), "demo"], env=_env(home), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["clips"] == len(SAMPLE_CUTS) + 1
+    assert "pending_review" in proc.stderr  # the summary table
+    db = _db(home)
+    with db.session() as s:
+        clips = list(s.scalars(select(Clip).order_by(Clip.start_frame)))
+        artifacts_before = s.scalar(select(func.count()).select_from(ClipArtifact))
+    assert [c.start_frame for c in clips[1:]] == SAMPLE_CUTS
+    assert all((home / "objects" / c.storage_key).is_file() for c in clips)
+
+    # Re-run one clip's assets with overwrite through `dagster asset materialize`: replaced,
+    # not duplicated, and the clip is back in review.
+    from heaters_resources.orchestration.instance import prepare_dagster_home
+    from heaters_resources.settings import Settings
+
+    env = prepare_dagster_home(Settings.from_env(_env(home)))
+    config = {
+        "ops": {
+            "keyframes": {"config": {"overwrite": True, "strategy": "multi"}},
+            "sprite_sheet": {"config": {"overwrite": True}},
+        }
+    }
+    proc = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "heaters_assets.definitions",
+            "--select",
+            "keyframes,sprite_sheet",
+            "--partition",
+            clips[2].identifier,
+            "--config-json",
+            json.dumps(config),
+        ],
+        env={
+            **env,
+            **_env(
+                home,
+                DAGSTER_HOME=env["DAGSTER_HOME"],
+                HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"],
+            ),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ClipArtifact)) == artifacts_before
+        assert s.get(Clip, clips[2].id).state == "pending_review"
+    db.dispose()
+
+
+def test_submit_and_status(home: Path, tmp_path: Path) -> None:
+    env = _env(home)
+    proc = subprocess.run(
+        [str(BIN / "heaters"), "submit", str(SAMPLE_VIDEO), "https://example.com/v.mp4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(proc.stdout)["submitted"] == [1, 2]
+    bad = subprocess.run(
+        [str(BIN / "heaters"), "submit", "ftp://nope/x.mp4"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "neither an http(s) URL" in bad.stderr
+    status = subprocess.run(
+        [str(BIN / "heaters"), "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    videos = json.loads(status.stdout)["videos"]
+    assert [(v["id"], v["state"]) for v in videos] == [(1, "new"), (2, "new")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+  }
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { status tags { key value } } }
+  }
+}"""
+
+
+def _graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode()[:3000]}") from exc
+    assert "errors" not in body, body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def _launch_backfill(
+    port: int, assets: list[str], partitions: list[str], config: dict[str, Any], log: Path
+) -> list[dict[str, Any]]:
+    """Launch a backfill as the UI's *Launch backfill* does (the same GraphQL mutation, run
+    config included), wait for the daemon to finish it, and return its runs."""
+    launched = _graphql(
+        port,
+        LAUNCH_BACKFILL,
+        {
+            "params": {
+                "assetSelection": [{"path": [a]} for a in assets],
+                "partitionNames": partitions,
+                "runConfigData": config,
+                "title": "from the test",
+            }
+        },
+    )
+    result = launched["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    deadline = time.time() + 300
+    while True:
+        status = _graphql(port, BACKFILL_STATUS, {"id": result["backfillId"]})
+        state = status["partitionBackfillOrError"]["status"]
+        if state not in ("REQUESTED", "CANCELING", "FAILING"):
+            break
+        assert time.time() < deadline, (state, log.read_text()[-4000:])
+        time.sleep(2)
+    runs: list[dict[str, Any]] = status["runsOrError"]["results"]
+    assert state in ("COMPLETED", "COMPLETED_SUCCESS"), (state, runs, log.read_text()[-4000:])
+    return runs
+
+
+def _clip_states(db: Database) -> dict[str, int]:
+    with db.session() as s:
+        return dict(s.execute(select(Clip.state, func.count()).group_by(Clip.state)).all())
+
+
+def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
+    """The two reprocessing backfills of the README, launched as from the UI."""
+    with db.session() as s:
+        idents = list(s.scalars(select(Clip.identifier).order_by(Clip.id)))
+    n = len(idents)
+    # 1. new keyframe strategy for every clip: 8 clips, 100 partitions per run -> one run
+    runs = _launch_backfill(
+        port,
+        ["keyframes", "sprite_sheet"],
+        idents,
+        {
+            "ops": {
+                "keyframes": {"config": {"overwrite": True, "strategy": "midpoint"}},
+                "sprite_sheet": {"config": {"overwrite": True}},
+            }
+        },
+        log,
+    )
+    assert [r["status"] for r in runs] == ["SUCCESS"]
+    with db.session() as s:
+        rows = s.execute(
+            select(ClipArtifact.kind, ClipArtifact.strategy, func.count()).group_by(
+                ClipArtifact.kind, ClipArtifact.strategy
+            )
+        ).all()
+    assert {(kind, strategy) for kind, strategy, _ in rows if kind == "keyframe"} == {
+        ("keyframe", "midpoint")
+    }  # the three "multi" keyframes of each clip were replaced
+    assert {kind: count for kind, _, count in rows} == {"keyframe": n, "sprite_sheet": n}
+    assert _clip_states(db) == {"pending_review": n}
+
+    # 2. re-splice the video with a longer minimum scene: fewer clips, which the new-clips
+    # sensor then takes to review
+    runs = _launch_backfill(
+        port,
+        ["clip_splits"],
+        ["1"],
+        {"ops": {"clip_splits": {"config": {"min_scene_len": 4.0, "overwrite": True}}}},
+        log,
+    )
+    assert [r["status"] for r in runs] == ["SUCCESS"]
+    deadline = time.time() + 300
+    while (states := _clip_states(db)) != {"pending_review": sum(states.values())}:
+        assert time.time() < deadline, (states, log.read_text()[-4000:])
+        time.sleep(3)
+    with db.session() as s:
+        lengths = list(
+            s.scalars(select(Clip.end_frame - Clip.start_frame).order_by(Clip.start_frame))
+        )
+    assert 1 < len(lengths) < n and min(lengths[:-1]) >= 100  # 4 s at 25 fps
+
+
+@pytest.mark.slow
+def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [str(BIN / "heaters"), "dev", "--port", str(port)],
+        env=_env(home, HEATERS_INBOX_SETTLE_SECONDS="0"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
+                assert time.time() < deadline, "dagster dev did not come up"
+                time.sleep(1)
+        (home / "inbox").mkdir(exist_ok=True)
+        shutil.copy(SAMPLE_VIDEO, home / "inbox" / "dropped.mp4")
+        db = _db(home)
+        deadline = time.time() + 420
+        states: dict[str, int] = {}
+        while time.time() < deadline:
+            states = _clip_states(db)
+            if states == {"pending_review": len(SAMPLE_CUTS) + 1}:
+                break
+            time.sleep(3)
+        assert states == {"pending_review": len(SAMPLE_CUTS) + 1}, (
+            states,
+            (tmp_path / "dagster-dev.log").read_text()[-4000:],
+        )
+        with db.session() as s:
+            kinds = dict(
+                s.execute(select(ClipArtifact.kind, func.count()).group_by(ClipArtifact.kind)).all()
+            )
+        assert kinds == {
+            "keyframe": 3 * (len(SAMPLE_CUTS) + 1),
+            "sprite_sheet": len(SAMPLE_CUTS) + 1,
+        }
+        _reprocess_from_the_ui(port, db, tmp_path / "dagster-dev.log")
+        db.dispose()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -1,0 +1,125 @@
+"""Processing steps end to end on a real Postgres (pgserver) and both object stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from heaters_media.errors import CorruptMediaError, InvalidInputError
+from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
+from heaters_resources import states, steps
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
+from heaters_resources.errors import InvalidTransitionError
+from heaters_resources.store.objects import ObjectStore
+
+
+def _full_run(db: Database, store: ObjectStore, source: str) -> tuple[int, steps.SpliceOutcome]:
+    vid = states.create_source_video(db, source)
+    steps.ingest_source_video(db, store, vid)
+    spliced = steps.splice_source_video(db, store, vid)
+    kf = steps.keyframe_clips(db, store, spliced.identifiers)
+    sp = steps.sprite_clips(db, store, spliced.identifiers)
+    assert not kf.failed and not sp.failed
+    return vid, spliced
+
+
+def test_sample_goes_through_every_step(db: Database, any_store: ObjectStore) -> None:
+    vid, spliced = _full_run(db, any_store, str(SAMPLE_VIDEO))
+    assert spliced.cut_frames == SAMPLE_CUTS
+    with db.session() as s:
+        video = s.get(SourceVideo, vid)
+        assert video is not None and video.state == "spliced"
+        assert video.frame_count == 536 and video.scene_params["detector"] == "adaptive"
+        clips = list(s.scalars(select(Clip).order_by(Clip.start_frame)))
+        assert [c.state for c in clips] == ["pending_review"] * (len(SAMPLE_CUTS) + 1)
+        assert [c.start_frame for c in clips[1:]] == SAMPLE_CUTS
+        assert clips[-1].end_frame == 536
+        kinds = s.execute(select(ClipArtifact.kind, func.count()).group_by(ClipArtifact.kind))
+        assert dict(kinds.all()) == {"keyframe": 3 * len(clips), "sprite_sheet": len(clips)}
+        for c in clips:
+            assert c.storage_key and any_store.exists(c.storage_key)
+        for key, side in s.execute(select(ClipArtifact.storage_key, ClipArtifact.sidecar_key)):
+            assert any_store.exists(key)
+            assert side is None or any_store.exists(side)
+
+
+def test_resplice_with_new_threshold_replaces_clips(db: Database, local_store: ObjectStore) -> None:
+    vid, first = _full_run(db, local_store, str(SAMPLE_VIDEO))
+    old_keys = [k for k in steps.clip_object_keys(db, first.clip_ids)]
+    again = steps.splice_source_video(db, local_store, vid, min_scene_len=4.0, overwrite=True)
+    assert len(again.identifiers) < len(first.identifiers)
+    assert set(again.retired_identifiers) == set(first.identifiers) - set(again.identifiers)
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Clip)) == len(again.identifiers)
+        assert s.scalar(select(func.count()).select_from(ClipArtifact)) == 0
+    kept = {k for k in steps.clip_object_keys(db, again.clip_ids)}
+    for key in old_keys:
+        assert local_store.exists(key) == (key in kept)
+
+
+def test_failed_ingest_is_recorded_and_retry_starts_clean(
+    db: Database, local_store: ObjectStore, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(SAMPLE_VIDEO.read_bytes()[:20000])
+    vid = states.create_source_video(db, str(broken))
+    with pytest.raises(CorruptMediaError):
+        steps.ingest_source_video(db, local_store, vid)
+    video = states.get_source_video(db, vid)
+    assert video.state == "ingestion_failed" and video.error.startswith("corrupt_media:")
+    assert list(local_store.list("")) == []
+    broken.write_bytes(SAMPLE_VIDEO.read_bytes())  # the user fixes the file; a retry works
+    steps.ingest_source_video(db, local_store, vid)
+    assert states.get_source_video(db, vid).state == "downloaded"
+
+
+def test_bad_url_fails_ingest_with_reason(db: Database, local_store: ObjectStore) -> None:
+    vid = states.create_source_video(db, "ftp://example.invalid/video.mp4")
+    with pytest.raises(InvalidInputError):
+        steps.ingest_source_video(db, local_store, vid)
+    assert "invalid_input" in (states.get_source_video(db, vid).error or "")
+
+
+def test_clip_steps_skip_clips_in_the_wrong_state(db: Database, local_store: ObjectStore) -> None:
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+    out = steps.sprite_clips(db, local_store, spliced.identifiers[:2])  # not keyframed yet
+    assert set(out.skipped) == set(spliced.identifiers[:2]) and not out.done
+    with pytest.raises(InvalidTransitionError):
+        steps.splice_source_video(db, local_store, vid)  # already spliced, no overwrite
+
+
+def test_clip_failure_is_isolated(db: Database, local_store: ObjectStore) -> None:
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+    victim = states.get_clip(db, spliced.clip_ids[0])
+    local_store.path(victim.storage_key).write_bytes(b"garbage")
+    out = steps.keyframe_clips(db, local_store, spliced.identifiers)
+    assert list(out.failed) == [victim.identifier]
+    assert len(out.done) == len(spliced.identifiers) - 1
+    assert states.get_clip(db, victim.id).state == "keyframing_failed"
+    with pytest.raises(steps.StepFailedError):
+        out.raise_for_failures()
+
+
+def test_merge_and_split_jobs(db: Database, local_store: ObjectStore) -> None:
+    _, spliced = _full_run(db, local_store, str(SAMPLE_VIDEO))
+    first, second = spliced.clip_ids[:2]
+    states.request_merge(db, second)
+    merging = [c for c in (states.get_clip(db, i) for i in (first, second)) if c.state == "merging"]
+    merged = steps.execute_merge(db, local_store, [c.id for c in merging])
+    new = states.get_clip(db, merged.new_clip_ids[0])
+    assert (new.start_frame, new.end_frame) == (0, SAMPLE_CUTS[1])
+    assert new.state == "spliced" and local_store.exists(new.storage_key)
+    steps.keyframe_clips(db, local_store, [new.identifier])
+    steps.sprite_clips(db, local_store, [new.identifier])
+    states.request_split(db, new.id, 100)
+    split = steps.execute_split(db, local_store, new.id, 100)
+    parts = [states.get_clip(db, i) for i in split.new_clip_ids]
+    assert [(p.start_frame, p.end_frame) for p in parts] == [(0, 100), (100, SAMPLE_CUTS[1])]
+    assert all(local_store.exists(p.storage_key) for p in parts)

@@ -1,0 +1,1 @@
+"""Tests of the review app (heaters_resources.review)."""
