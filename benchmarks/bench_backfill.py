@@ -4,13 +4,15 @@ Builds N approved clips whose keyframes are real JPEGs (frames of the bundled sa
 temporary HEATERS_HOME (embedded Postgres, local object store), embeds them once, then
 re-embeds all of them with ``overwrite``:
 
-- ``direct``: ``heaters_resources.embeddings.embed_clips`` over all N clips in one process;
+- ``direct``: ``heaters_resources.steps.embeddings.embed_clips`` over all N clips in one
+  process;
 - ``dagster``: what a backfill of ``clip_embedding`` does with its backfill policy
-  (``EMBED_CLIPS_PER_RUN`` clip partitions per run): runs of ``embed_clips_job`` over partition
-  ranges, each launched
-  with ``dagster job execute`` (process start-up, instance and event log writes included).
+  (``VIDEOS_PER_EMBEDDING_RUN`` video partitions per run): runs of ``embed_clips_job`` over
+  ranges of video partitions, each launched with ``dagster job execute`` (process start-up,
+  instance and event log writes included).
 
-Usage: ``python -m benchmarks.bench_backfill [--clips 500] [--model heaters/pixels-v1]``.
+The clips are spread over ``--videos`` videos (the partitions). Usage:
+``python -m benchmarks.bench_backfill [--clips 500] [--videos 10] [--model heaters/pixels-v1]``.
 The default model is the weights-free descriptor (cheap per image), so this shows the
 per-run overhead at its most visible; pass a CLIP/DINOv2 folder with ``--model-path``.
 """
@@ -35,8 +37,8 @@ from heaters_resources.orchestration.instance import (
     dagster_command,
     prepare_dagster_home,
 )
+from heaters_resources.orchestration.ranges import VIDEOS_PER_EMBEDDING_RUN as PER_RUN
 from heaters_resources.settings import Settings
-from heaters_resources.steps.embeddings import EMBED_CLIPS_PER_RUN as PER_RUN  # the asset's policy
 from heaters_resources.steps.embeddings import embed_clips
 from heaters_resources.store import keys
 from heaters_resources.store.objects import LocalObjectStore
@@ -64,8 +66,23 @@ def frames(out: Path, count: int = 24) -> list[Path]:
     return sorted(out.glob("f*.jpg"))
 
 
-def build_library(db: Database, store: LocalObjectStore, n: int, images: list[Path]) -> list[str]:
-    """N approved clips of one video, each with three 'multi' keyframes in the store."""
+def build_library(
+    db: Database, store: LocalObjectStore, n: int, images: list[Path], videos: int
+) -> tuple[list[int], list[str]]:
+    """N approved clips over ``videos`` videos, each clip with three 'multi' keyframes in the
+    store; returns (video ids, clip identifiers)."""
+    vids, idents = [], []
+    per_video = -(-n // videos)
+    for lo in range(0, n, per_video):
+        vid, made = _video(db, store, min(per_video, n - lo), images, lo)
+        vids.append(vid)
+        idents += made
+    return vids, idents
+
+
+def _video(
+    db: Database, store: LocalObjectStore, n: int, images: list[Path], offset: int
+) -> tuple[int, list[str]]:
     vid = states.create_source_video(db, "bench://backfill")
     states.start_downloading(db, vid)
     states.complete_downloading(
@@ -81,7 +98,7 @@ def build_library(db: Database, store: LocalObjectStore, n: int, images: list[Pa
         specs = []
         for j, pct in enumerate((25, 50, 75)):
             key = keys.keyframe_key(vid, ident, "multi", pct)
-            store.upload_file(images[(k * 3 + j) % len(images)], key)
+            store.upload_file(images[((offset + k) * 3 + j) % len(images)], key)
             specs.append(states.ArtifactSpec("keyframe", "multi", key, tag=str(pct)))
         artifacts[cid] = specs
     states.start_keyframing_many(db, ids)
@@ -90,7 +107,7 @@ def build_library(db: Database, store: LocalObjectStore, n: int, images: list[Pa
     states.complete_sprite_generation_many(db, {cid: [] for cid in ids})
     for cid in ids:
         states.approve_clip(db, cid, "bench")
-    return idents
+    return vid, idents
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--clips", type=int, default=500)
+    ap.add_argument("--videos", type=int, default=10, help="videos (partitions) the clips are in")
     ap.add_argument("--model", default="heaters/pixels-v1")
     ap.add_argument("--model-path", default=None)
     ap.add_argument(
@@ -114,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             db.ensure_migrated()
             store = LocalObjectStore(settings.objects_dir)
             (Path(tmp) / "jpg").mkdir()
-            idents = build_library(db, store, args.clips, frames(Path(tmp) / "jpg"))
+            vids, idents = build_library(
+                db, store, args.clips, frames(Path(tmp) / "jpg"), args.videos
+            )
             if args.random_clip:
                 from benchmarks.bench_embed import random_vit_b32
 
@@ -147,11 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             import dagster as dg
 
-            dg.DagsterInstance.get().add_dynamic_partitions("clips", idents)
+            dg.DagsterInstance.get().add_dynamic_partitions(
+                names.SOURCE_VIDEOS, [str(v) for v in vids]
+            )
             t0 = time.perf_counter()
             runs = 0
-            for lo in range(0, len(idents), PER_RUN):
-                chunk = idents[lo : lo + PER_RUN]
+            for lo in range(0, len(vids), PER_RUN):
+                chunk = [str(v) for v in vids[lo : lo + PER_RUN]]
                 proc = subprocess.run(
                     dagster_command(
                         "job",
@@ -180,12 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"re-embedding {n} clips ({args.model}, keyframe_multi_avg, 3 keyframes each)")
     print(f"  direct embed_clips, one process: {direct_s:7.2f} s  ({n / direct_s:6.1f} clips/s)")
     print(
-        f"  dagster, {runs} runs x {PER_RUN} clips:   {dagster_s:7.2f} s  "
+        f"  dagster, {runs} runs of <= {PER_RUN} videos: {dagster_s:7.2f} s  "
         f"({n / dagster_s:6.1f} clips/s, {dagster_s / runs:.1f} s per run)"
     )
     print(
-        f"  ratio dagster/direct: {dagster_s / direct_s:.2f}x; runs instead of per-clip runs: "
-        f"{runs} vs {n}"
+        f"  ratio dagster/direct: {dagster_s / direct_s:.2f}x; runs: {runs} for {n} clips in "
+        f"{len(vids)} videos"
     )
     return 0
 

@@ -18,12 +18,12 @@ class SceneConfig(dg.Config):
     overwrite: bool = False
 
 
-class KeyframeConfig(dg.Config):
+class ClipArtifactsConfig(dg.Config):
+    """Keyframes (``strategy``: multi = 25/50/75 %, or midpoint) and sprite sheets (tiles of
+    ``tile_width`` px, at most ``max_fps`` frames a second, ``cols`` columns). ``overwrite``
+    redoes clips that already have them (e.g. a new strategy for the whole library)."""
+
     strategy: str = "multi"
-    overwrite: bool = False
-
-
-class SpriteConfig(dg.Config):
     tile_width: int = 480
     max_fps: float = 24.0
     cols: int = 5

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from heaters_assets.assets.clips import keyframes, sprite_sheet
+from heaters_assets.assets.clips import clip_artifacts
 from heaters_assets.assets.embeddings import clip_embedding, embed_clips_job
 from heaters_assets.assets.videos import clip_splits, source_video
 from heaters_assets.jobs import clip_artifacts_job, ingest_video_job, review_action_job
@@ -25,7 +25,7 @@ from heaters_resources.orchestration.resources import (
     SettingsResource,
 )
 
-ASSETS = [source_video, clip_splits, keyframes, sprite_sheet, clip_embedding]
+ASSETS = [source_video, clip_splits, clip_artifacts, clip_embedding]
 JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
     ingest_video_job,
     clip_artifacts_job,

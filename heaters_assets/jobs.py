@@ -4,9 +4,8 @@ from typing import Any
 
 import dagster as dg
 
-from heaters_assets.assets.clips import keyframes, sprite_sheet
+from heaters_assets.assets.clips import clip_artifacts
 from heaters_assets.assets.videos import clip_splits, source_video
-from heaters_assets.partitions import CLIPS
 from heaters_resources import steps
 from heaters_resources.db.models import ReviewEvent
 from heaters_resources.orchestration import names
@@ -20,8 +19,8 @@ ingest_video_job = dg.define_asset_job(
 
 clip_artifacts_job = dg.define_asset_job(
     names.CLIP_ARTIFACTS_JOB,
-    selection=[keyframes, sprite_sheet],
-    description="Keyframes and sprite sheets for a range of clip partitions in one run.",
+    selection=[clip_artifacts],
+    description="Keyframes and sprite sheets for one or a range of video partitions in one run.",
 )
 
 REVIEW_JOB_ACTIONS = ("request_merge", "request_split", "archive")
@@ -67,8 +66,7 @@ def carry_out_review_action(
         return dg.Output(None, metadata=metadata)
     else:
         raise dg.Failure(f"review action {action!r} needs no job")
-    # New clips start at `spliced`: their partitions exist before the new-clips sensor sees them.
-    context.instance.add_dynamic_partitions(CLIPS, out.new_identifiers)
+    # New clips start at `spliced`; the new-clips sensor starts their video's artifact run.
     metadata.update(new_clips=dg.MetadataValue.json(out.new_identifiers))
     return dg.Output(None, metadata=metadata)
 

@@ -57,7 +57,11 @@ def _progress(label: str, quiet: bool) -> Iterator[ProgressFn | None]:
 def _emit(fn: Callable[[], Any]) -> None:
     """Run a task and print its result (or its typed error) as JSON."""
     try:
-        result = fn()
+        try:
+            result = fn()
+        except OSError as exc:  # e.g. --out below a regular file: a bad argument, not a crash
+            where = f": {exc.filename}" if exc.filename else ""
+            raise InvalidInputError(f"{exc.strerror or exc}{where}") from exc
     except MediaError as exc:
         print(json.dumps(exc.to_dict()))
         raise typer.Exit(exc.exit_code) from None
@@ -139,11 +143,14 @@ def detect_scenes_cmd(
 
 def _load_scenes(text: str) -> list[dict[str, Any]]:
     """Scenes from a JSON string, a JSON file, or '-' (stdin): a list or a detect-scenes result."""
-    raw = (
-        sys.stdin.read()
-        if text == "-"
-        else (Path(text).read_text() if not text.lstrip().startswith(("[", "{")) else text)
-    )
+    try:
+        raw = (
+            sys.stdin.read()
+            if text == "-"
+            else (Path(text).read_text() if not text.lstrip().startswith(("[", "{")) else text)
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"--scenes cannot be read as a JSON file: {exc}") from exc
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -280,12 +280,6 @@ def load_tokenizer(spec: ModelSpec, offline: bool) -> Any:
         return _load_tokenizer(spec.source, spec.local_dir, offline)
 
 
-def clear_model_cache() -> None:
-    """Forget loaded models and tokenizers (frees their memory once nothing else holds them)."""
-    _load_model.cache_clear()
-    _load_tokenizer.cache_clear()
-
-
 def model_cache_info() -> Any:
     """``functools`` cache statistics of loaded models (hits, misses, current size)."""
     return _load_model.cache_info()

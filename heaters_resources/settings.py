@@ -52,7 +52,7 @@ class Settings:
     #: Default embedding space (None: the weights-free descriptor / ``keyframe_multi_avg``).
     embedding_model: str | None = None
     embedding_strategy: str | None = None
-    #: Inbox sensors: a dropped file must keep its size this long before it is registered.
+    #: Inbox sensors: a dropped file must be unmodified (mtime) this long before it is registered.
     inbox_settle_seconds: float = 2.0
     #: S3 prefix watched as an inbox ("" : no S3 inbox).
     inbox_prefix: str = ""

@@ -1,132 +1,147 @@
-"""Per-clip assets: ``keyframes`` and ``sprite_sheet``.
+"""Clip-level assets ``keyframes`` and ``sprite_sheet``, partitioned by video, made by one op.
 
-They run over many clip partitions per run (``context.partition_keys``), so the clips of a
-splice or a backfill are processed together; one failing clip is marked failed and the others
-still complete, then the run fails naming it.
+A run covers one video partition or a range of them (``context.partition_keys``) and processes
+the clips of those videos that each step can start from (or all of them with ``overwrite``), so
+a backfill over the library is one run per ``VIDEOS_PER_MEDIA_RUN`` videos. One op makes both
+assets (they are computed from the same clips, one after the other; a subset, e.g. only
+``keyframes``, runs only that step). One failing clip is marked failed and the others still
+complete; each video whose clips all succeeded gets its own materialization
+(``heaters_assets.materializations``), then the run fails naming the failures.
 """
 
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import dagster as dg
 
 from heaters_assets.assets.videos import clip_splits
-from heaters_assets.config import KeyframeConfig, SpriteConfig
-from heaters_assets.partitions import CLIP_BACKFILL_POLICY, clips_partitions
+from heaters_assets.config import ClipArtifactsConfig
+from heaters_assets.materializations import per_video, video_ids
+from heaters_assets.partitions import CLIP_BACKFILL_POLICY, source_videos_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
 
-
-def _batch_metadata(out: steps.ClipBatchOutcome) -> dict[str, Any]:
-    return {
-        "clips_done": len(out.done),
-        "clips_skipped": len(out.skipped),
-        "clips_failed": len(out.failed),
-        "artifacts": out.artifacts,
-        "seconds": round(out.seconds, 2),
-        "skipped": dg.MetadataValue.json(out.skipped),
-    }
+KEYFRAMES = dg.AssetKey(names.KEYFRAMES_ASSET)
+SPRITE_SHEET = dg.AssetKey(names.SPRITE_SHEET_ASSET)
 
 
-# A clip partition (`<video>_<start>_<end>`) comes from the clip_splits partition of its video,
-# a mapping Dagster cannot express (custom partition mappings are not supported). The default
-# identity mapping would look for a clip_splits partition named like the clip, and the daemon
-# refuses such a backfill ("depends on non-existent partitions"); "all partitions" keeps the
-# lineage edge in the UI and lets backfills and sensors target clips freely.
-_FROM_SPLITS = dg.AssetDep(clip_splits, partition_mapping=dg.AllPartitionMapping())
+def _check(
+    context: dg.AssetExecutionContext, asset: dg.AssetKey, name: str, problems: list[str]
+) -> Iterator[dg.AssetCheckResult]:
+    """The check's result, when the run selected that check (a subset may leave it out)."""
+    if dg.AssetCheckKey(asset, name) in context.selected_asset_check_keys:
+        yield dg.AssetCheckResult(
+            asset_key=asset,
+            check_name=name,
+            passed=not problems,
+            metadata={"problems": dg.MetadataValue.json(problems[:50])},
+        )
 
 
-@dg.asset(
-    partitions_def=clips_partitions,
-    group_name=names.CLIPS_GROUP,
-    deps=[_FROM_SPLITS],
-    backfill_policy=CLIP_BACKFILL_POLICY,
-    op_tags=names.MEDIA_TAGS,
-    description="JPEG keyframes of the clip (midpoint or 25/50/75 %).",
+@dg.multi_asset(
+    name="clip_artifacts",
+    specs=[
+        dg.AssetSpec(
+            KEYFRAMES,
+            deps=[clip_splits],
+            group_name=names.CLIPS_GROUP,
+            skippable=True,
+            description="JPEG keyframes of each clip of the video (midpoint or 25/50/75 %).",
+            kinds={"image"},
+        ),
+        dg.AssetSpec(
+            SPRITE_SHEET,
+            deps=[KEYFRAMES],
+            group_name=names.CLIPS_GROUP,
+            skippable=True,
+            description="Sprite sheet for scrubbing + its metadata JSON for each clip of the "
+            "video, which is then ready for review.",
+            kinds={"image"},
+        ),
+    ],
     check_specs=[
         dg.AssetCheckSpec(
             "keyframes_stored",
-            asset="keyframes",
+            asset=KEYFRAMES,
             description="Each clip has its keyframes in the store.",
-        )
-    ],
-    kinds={"image"},
-)
-def keyframes(
-    context: dg.AssetExecutionContext,
-    config: KeyframeConfig,
-    database: DatabaseResource,
-    object_store: ObjectStoreResource,
-) -> dg.MaterializeResult:
-    db, store = database.get_database(), object_store.get_store()
-    out = steps.keyframe_clips(
-        db,
-        store,
-        context.partition_keys,
-        strategy=config.strategy,
-        overwrite=config.overwrite,
-        progress=run_log_progress(context, "keyframes"),
-    )
-    out.raise_for_failures()
-    problems = steps.artifact_problems(db, store, out.done, "keyframe")
-    return dg.MaterializeResult(
-        metadata={**_batch_metadata(out), "strategy": config.strategy},
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="keyframes_stored",
-                passed=not problems,
-                metadata={"problems": dg.MetadataValue.json(problems)},
-            )
-        ],
-    )
-
-
-@dg.asset(
-    partitions_def=clips_partitions,
-    group_name=names.CLIPS_GROUP,
-    deps=[keyframes],
-    backfill_policy=CLIP_BACKFILL_POLICY,
-    op_tags=names.MEDIA_TAGS,
-    description="Sprite sheet for scrubbing + its metadata JSON, then ready for review.",
-    check_specs=[
+        ),
         dg.AssetCheckSpec(
             "sprite_matches_image",
-            asset="sprite_sheet",
+            asset=SPRITE_SHEET,
             description="Sprite metadata matches the stored image size.",
-        )
+        ),
     ],
-    kinds={"image"},
+    partitions_def=source_videos_partitions,
+    backfill_policy=CLIP_BACKFILL_POLICY,
+    op_tags=names.MEDIA_TAGS,
+    can_subset=True,
 )
-def sprite_sheet(
+def clip_artifacts(
     context: dg.AssetExecutionContext,
-    config: SpriteConfig,
+    config: ClipArtifactsConfig,
     database: DatabaseResource,
     object_store: ObjectStoreResource,
-) -> dg.MaterializeResult:
+) -> Iterator[Any]:
     db, store = database.get_database(), object_store.get_store()
+    selected = context.selected_asset_keys
+    failed: list[steps.ClipBatchOutcome] = []
+    if KEYFRAMES in selected:
+        clips = steps.clips_of_videos(
+            db, video_ids(context), steps.start_states("start_keyframing", config.overwrite)
+        )
+        out = steps.keyframe_clips(
+            db,
+            store,
+            [ident for _, ident in clips],
+            strategy=config.strategy,
+            overwrite=config.overwrite,
+            progress=run_log_progress(context, "keyframes"),
+        )
+        yield from per_video(context, KEYFRAMES, out, clips, common={"strategy": config.strategy})
+        problems = steps.artifact_problems(db, store, out.done, "keyframe")
+        yield from _check(context, KEYFRAMES, "keyframes_stored", problems)
+        failed += [out] if out.failed else []
+    if SPRITE_SHEET in selected:
+        out = yield from _sprites(context, config, db, store)
+        failed += [out] if out.failed else []
+    for out in failed:
+        out.raise_for_failures()
+
+
+def _sprites(
+    context: dg.AssetExecutionContext,
+    config: ClipArtifactsConfig,
+    db: Any,
+    store: Any,
+) -> Generator[Any, None, steps.ClipBatchOutcome]:
+    """The sprite step; returns its outcome after yielding its events."""
+    clips = steps.clips_of_videos(
+        db, video_ids(context), steps.start_states("start_sprite_generation", config.overwrite)
+    )
     out = steps.sprite_clips(
         db,
         store,
-        context.partition_keys,
+        [ident for _, ident in clips],
         tile_width=config.tile_width,
         max_fps=config.max_fps,
         cols=config.cols,
         overwrite=config.overwrite,
         progress=run_log_progress(context, "sprites"),
     )
-    out.raise_for_failures()
+    # Each video's preview is the sprite of its own first finished clip.
+    first_done: dict[int, str] = {}
+    done = set(out.done)
+    for vid, ident in clips:
+        if ident in done:
+            first_done.setdefault(vid, ident)
+    previews = {
+        vid: {"preview": dg.MetadataValue.path(store.url(steps.sprite_key_of(db, ident)))}
+        for vid, ident in first_done.items()
+    }
+    params = {"tile_width": config.tile_width, "max_fps": config.max_fps, "cols": config.cols}
+    yield from per_video(context, SPRITE_SHEET, out, clips, common=params, extra=previews)
     problems = steps.artifact_problems(db, store, out.done, "sprite_sheet")
-    metadata = _batch_metadata(out)
-    if out.done:
-        metadata["preview"] = dg.MetadataValue.path(store.url(steps.sprite_key_of(db, out.done[0])))
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="sprite_matches_image",
-                passed=not problems,
-                metadata={"problems": dg.MetadataValue.json(problems)},
-            )
-        ],
-    )
+    yield from _check(context, SPRITE_SHEET, "sprite_matches_image", problems)
+    return out

@@ -1,16 +1,22 @@
-"""Per-clip asset ``clip_embedding`` and the job that runs it (``embed_clips_job``).
+"""Clip-level asset ``clip_embedding`` (partitioned by video) and its job ``embed_clips_job``.
 
-A thin wrapper over :func:`heaters_resources.embeddings.embed_clips`: many clip partitions per
-run (one model load, batched inference), metadata for the UI, and the
-``embedding_dimension_and_norm`` check. Runs carry the tag ``heaters/resource=embedding``, which
-the queued run coordinator in ``dagster.yaml`` limits to one at a time (one GPU / all cores).
+A thin wrapper over :func:`heaters_resources.steps.embeddings.embed_clips`: the clips of one or
+many video partitions per run (one model load, batched inference), one materialization per
+video, and the ``embedding_dimension_and_norm`` check. Runs carry the tag
+``heaters/resource=embedding``, which the queued run coordinator in ``dagster.yaml`` limits to
+one at a time (one GPU / all cores).
 """
+
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
-from heaters_assets.assets.clips import keyframes
-from heaters_assets.partitions import EMBEDDING_BACKFILL_POLICY, clips_partitions
+from heaters_assets.assets.clips import KEYFRAMES
+from heaters_assets.materializations import per_video, video_ids
+from heaters_assets.partitions import EMBEDDING_BACKFILL_POLICY, source_videos_partitions
 from heaters_assets.progress import run_log_progress
+from heaters_resources import steps
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
 from heaters_resources.steps import embeddings
@@ -34,9 +40,10 @@ class EmbeddingConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=clips_partitions,
+    partitions_def=source_videos_partitions,
     group_name=names.CLIPS_GROUP,
-    deps=[keyframes],
+    deps=[KEYFRAMES],
+    output_required=False,
     backfill_policy=EMBEDDING_BACKFILL_POLICY,
     op_tags=names.EMBEDDING_TAGS,
     description="Image embedding of the clip's keyframes (pgvector, HNSW cosine), one row per "
@@ -55,12 +62,16 @@ def clip_embedding(
     config: EmbeddingConfig,
     database: DatabaseResource,
     object_store: ObjectStoreResource,
-) -> dg.MaterializeResult:
+) -> Iterator[Any]:
     db, store = database.get_database(), object_store.get_store()
+    wanted = set(embeddings.EMBEDDABLE_STATES) | {"embedding_failed"}
+    if config.before_review:
+        wanted.add("pending_review")
+    clips = steps.clips_of_videos(db, video_ids(context), wanted)
     out = embeddings.embed_clips(
         db,
         store,
-        context.partition_keys,
+        [ident for _, ident in clips],
         model=config.model,
         strategy=config.strategy,
         model_path=config.model_path,
@@ -71,36 +82,27 @@ def clip_embedding(
         device=config.device,
         progress=run_log_progress(context, "embeddings"),
     )
-    out.raise_for_failures()
     d = out.details
-    problems = embedding_problems(
-        db, out.done, d["model"], d["strategy"], int(d.get("dimension", 0))
+    dimension = int(d.get("dimension", 0))
+    common = {
+        "model": d["model"],
+        "strategy": d["strategy"],
+        "dimension": dimension,
+        "run_images_per_second": float(d.get("images_per_second", 0.0)),
+    }
+    yield from per_video(context, context.asset_key, out, clips, common=common)
+    problems = embedding_problems(db, out.done, d["model"], d["strategy"], dimension)
+    yield dg.AssetCheckResult(
+        check_name=CHECK,
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.json(problems[:50])},
     )
-    return dg.MaterializeResult(
-        metadata={
-            "model": d["model"],
-            "strategy": d["strategy"],
-            "dimension": int(d.get("dimension", 0)),
-            "count": int(d.get("count", 0)),
-            "images": int(d.get("images", 0)),
-            "images_per_second": float(d.get("images_per_second", 0.0)),
-            "seconds": round(out.seconds, 2),
-            "clips_skipped": len(out.skipped),
-            "skipped": dg.MetadataValue.json(out.skipped),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=CHECK,
-                passed=not problems,
-                metadata={"problems": dg.MetadataValue.json(problems[:50])},
-            )
-        ],
-    )
+    out.raise_for_failures()
 
 
 embed_clips_job = dg.define_asset_job(
     names.EMBED_CLIPS_JOB,
     selection=[clip_embedding],
     tags=names.EMBEDDING_TAGS,
-    description="Embeddings for a range of clip partitions in one run (one model load).",
+    description="Embeddings for one or a range of video partitions in one run (one model load).",
 )

@@ -7,7 +7,7 @@ add what Dagster users see (metadata, progress, checks, clip partitions).
 import dagster as dg
 
 from heaters_assets.config import IngestConfig, SceneConfig
-from heaters_assets.partitions import CLIPS, source_videos_partitions
+from heaters_assets.partitions import source_videos_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.orchestration import names
@@ -58,7 +58,7 @@ def source_video(
     group_name=names.VIDEOS_GROUP,
     deps=[source_video],
     op_tags=names.MEDIA_TAGS,
-    description="Scene detection and frame-accurate cutting; registers the clip partitions.",
+    description="Scene detection and frame-accurate cutting into clips (rows + objects).",
     check_specs=[
         dg.AssetCheckSpec(
             "clips_tile_video",
@@ -86,12 +86,8 @@ def clip_splits(
         overwrite=config.overwrite,
         progress=run_log_progress(context, f"splice {video_id}"),
     )
-    instance = context.instance
     if out.retired_identifiers:
-        for key in out.retired_identifiers:
-            instance.delete_dynamic_partition(CLIPS, key)
-        context.log.info(f"retired {len(out.retired_identifiers)} old clip partitions")
-    instance.add_dynamic_partitions(CLIPS, out.identifiers)
+        context.log.info(f"replaced {len(out.retired_identifiers)} earlier clips of the video")
     gaps = steps.tiling_problems(db, video_id)
     return dg.MaterializeResult(
         metadata={

@@ -1,7 +1,6 @@
 """Sensors that move work along: submissions -> video runs, new clips -> clip runs,
 review actions -> review jobs. Cursors are row ids; run keys make every request idempotent."""
 
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -13,7 +12,8 @@ from heaters_assets.jobs import (
     ingest_video_job,
     review_action_job,
 )
-from heaters_assets.partitions import SOURCE_VIDEOS, partition_range_tags
+from heaters_assets.partitions import SOURCE_VIDEOS, VIDEOS_PER_MEDIA_RUN
+from heaters_assets.sensors.requests import video_runs
 from heaters_resources.db.models import Clip, ReviewEvent, SourceVideo
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, SettingsResource
@@ -59,7 +59,7 @@ def submissions_sensor(
     job=clip_artifacts_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New clips (splits, merges) -> keyframes + sprite runs, one per batch.",
+    description="New clips (splits, merges) -> keyframes + sprite runs over their videos.",
 )
 def new_clips_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
@@ -73,27 +73,14 @@ def new_clips_sensor(
         ).all()
     if not rows:
         return dg.SensorResult(skip_reason="no new clips")
-    # Consecutive ids of one video were created together, so they are adjacent partitions.
-    groups: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for cid, ident, vid in rows:
-        groups[vid].append((cid, ident))
-    requests = []
-    for _vid, items in groups.items():
-        run: list[tuple[int, str]] = []
-        for item in [*items, None]:
-            if item is not None and (not run or item[0] == run[-1][0] + 1) and len(run) < 100:
-                run.append(item)
-                continue
-            if run:
-                first, last = run[0], run[-1]
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"clips-{first[0]}-{last[0]}",
-                        tags=partition_range_tags(first[1], last[1]),
-                    )
-                )
-            run = [item] if item is not None else []
-    return dg.SensorResult(run_requests=requests, cursor=str(rows[-1][0]))
+    # One run covers the new clips of up to VIDEOS_PER_MEDIA_RUN videos (their partitions);
+    # the run key names the newest clip, so later clips of the same video get their own run.
+    requests, adds = video_runs(
+        context, {vid for _, _, vid in rows}, f"clips-{rows[-1][0]}", VIDEOS_PER_MEDIA_RUN
+    )
+    return dg.SensorResult(
+        run_requests=requests, dynamic_partitions_requests=adds, cursor=str(rows[-1][0])
+    )
 
 
 @dg.sensor(
@@ -114,12 +101,19 @@ def review_actions_sensor(
             .order_by(ReviewEvent.id)
             .limit(BATCH)
         ).all()
+        undone = set(
+            session.scalars(
+                select(ReviewEvent.undoes_event_id).where(
+                    ReviewEvent.undoes_event_id.in_([e.id for e in events])
+                )
+            )
+        )
     cursor, requests = _cursor(context), []
     now = datetime.now(UTC)
     for event_id, action, created in events:
         if action == "archive" and created > now - grace:
             break  # not yet: keep the cursor here and look again later
-        if action in REVIEW_JOB_ACTIONS:
+        if action in REVIEW_JOB_ACTIONS and event_id not in undone:
             requests.append(
                 dg.RunRequest(
                     run_key=f"review-{event_id}",

@@ -7,6 +7,8 @@ database: `migrate`, `db-url`, `db-status`.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from typing import Annotated
 
 import typer
 from sqlalchemy import func, select
@@ -61,6 +63,41 @@ def db_status_cmd() -> None:
                 rows = session.execute(select(model.state, func.count()).group_by(model.state))
                 status[name] = {state: count for state, count in rows}
     typer.echo(json.dumps(status, indent=2))
+
+
+@app.command("cleanup")
+def cleanup_cmd(
+    min_age_hours: Annotated[
+        float, typer.Option(min=0.0, help="Leave objects younger than this (uploads in flight).")
+    ] = 1.0,
+    dry_run: Annotated[
+        bool, typer.Option(help="List what would be deleted, delete nothing.")
+    ] = False,
+) -> None:
+    """Delete stored objects no row references (left by crashed steps) and the objects
+    that overwrites scheduled for deletion; prints what was (or would be) deleted as JSON."""
+    from heaters_resources.store.cleanup import (
+        find_orphan_objects,
+        purge_scheduled_deletions,
+        remove_orphan_objects,
+    )
+    from heaters_resources.store.objects import object_store_from_settings
+
+    settings = Settings.from_env()
+    db, store = get_database(settings), object_store_from_settings(settings)
+    age = timedelta(hours=min_age_hours)
+    if dry_run:
+        report: dict[str, object] = {"orphans": find_orphan_objects(db, store, min_age=age)}
+    else:
+        scheduled = purge_scheduled_deletions(db, store)
+        orphans = remove_orphan_objects(db, store, min_age=age)
+        report = {
+            "orphans_deleted": orphans.deleted,
+            "orphans_failed": orphans.failed,
+            "scheduled_deleted": scheduled.deleted,
+            "scheduled_failed": scheduled.failed,
+        }
+    typer.echo(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -193,10 +193,8 @@ def demo(
             log,
         )
     with db.session() as s:
-        keys = list(
-            s.scalars(select(Clip.identifier).where(Clip.source_video_id == vid).order_by(Clip.id))
-        )
-    # All clips of the video in one run: a partition range (they were created together).
+        keys = list(s.scalars(select(Clip.identifier).where(Clip.source_video_id == vid)))
+    # All clips of the video in one run: the clip-level assets are partitioned by video.
     with console.status(f"{len(keys)} clips: keyframes + sprites (dagster job execute)"):
         run_dagster(
             [
@@ -207,7 +205,7 @@ def demo(
                 "-j",
                 names.CLIP_ARTIFACTS_JOB,
                 "--tags",
-                json.dumps(names.partition_range_tags(keys[0], keys[-1])),
+                json.dumps({"dagster/partition": str(vid)}),
             ],
             env,
             log,

@@ -24,6 +24,7 @@ from heaters_media.errors import MediaError
 from heaters_resources.db.engine import get_database
 from heaters_resources.errors import HeatersStateError
 from heaters_resources.orchestration import names
+from heaters_resources.orchestration.ranges import VIDEOS_PER_EMBEDDING_RUN, partition_ranges
 from heaters_resources.search import similarity, space
 from heaters_resources.settings import Settings
 from heaters_resources.steps import embeddings
@@ -198,17 +199,20 @@ def embed_missing(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Embed only the clips (approved/embedded) that lack MODEL/STRATEGY vectors: one
-    `dagster job execute` of embed_clips_job per range of at most 500 clips, or --local."""
+    `dagster job execute` of embed_clips_job per range of at most 50 videos, or --local."""
     model, strategy = _space(model, strategy)
     settings = Settings.from_env()
     with _errors():
         db = get_database(settings)
         missing = embeddings.clips_missing_embedding(db, model, strategy)
         idents = [i for _, i in missing]
-        console.print(f"{len(idents)} clips miss {model}/{strategy}")
+        videos = [str(v) for v in embeddings.videos_missing_embedding(db, model, strategy)]
+        console.print(f"{len(idents)} clips of {len(videos)} videos miss {model}/{strategy}")
         report: dict[str, Any] = {"model": model, "strategy": strategy, "missing": idents}
         if dry_run or not idents:
-            report["runs"] = [list(r) for r in embeddings.partition_ranges(idents, idents)]
+            report["runs"] = [
+                list(r) for r in partition_ranges(videos, videos, VIDEOS_PER_EMBEDDING_RUN)
+            ]
         elif local:
             from heaters_resources.store.objects import object_store_from_settings
 
@@ -224,7 +228,7 @@ def embed_missing(
                 done=out.done, failed=out.failed, skipped=out.skipped, seconds=round(out.seconds, 2)
             )
         else:
-            report["runs"] = _launch(settings, idents, model, strategy, model_path, batch_size)
+            report["runs"] = _launch(settings, videos, model, strategy, model_path, batch_size)
     print(json.dumps(report))
     if report.get("failed"):
         raise typer.Exit(1)
@@ -232,13 +236,13 @@ def embed_missing(
 
 def _launch(
     settings: Settings,
-    idents: list[str],
+    videos: list[str],
     model: str,
     strategy: str,
     model_path: str | None,
     batch_size: int,
 ) -> list[list[str]]:
-    """One `dagster job execute` per partition range (the Dagster instance records the runs)."""
+    """One `dagster job execute` per range of video partitions (the instance records the runs)."""
     import dagster as dg
 
     from heaters_resources.orchestration.instance import (
@@ -249,12 +253,12 @@ def _launch(
     env = prepare_dagster_home(settings)
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "HEATERS_DAGSTER_PG_URL")})
     instance = dg.DagsterInstance.get()
-    known = set(instance.get_dynamic_partitions(names.CLIPS))
-    new = [i for i in idents if i not in known]
+    known = set(instance.get_dynamic_partitions(names.SOURCE_VIDEOS))
+    new = [v for v in videos if v not in known]
     if new:
-        instance.add_dynamic_partitions(names.CLIPS, new)
-    order = list(instance.get_dynamic_partitions(names.CLIPS))
-    ranges = embeddings.partition_ranges(idents, order)
+        instance.add_dynamic_partitions(names.SOURCE_VIDEOS, new)
+    order = list(instance.get_dynamic_partitions(names.SOURCE_VIDEOS))
+    ranges = partition_ranges(videos, order, VIDEOS_PER_EMBEDDING_RUN)
     config = {
         "model": model,
         "strategy": strategy,

@@ -13,8 +13,8 @@ from typing import Final
 DEFINITIONS_MODULE: Final = "heaters_assets.definitions"
 
 # ------------------------------------------------------------------------------ partitions
+#: The one partitions definition: every asset is partitioned by source video (its id).
 SOURCE_VIDEOS: Final = "source_videos"
-CLIPS: Final = "clips"
 
 # ------------------------------------------------------------------------------ assets
 SOURCE_VIDEO_ASSET: Final = "source_video"

@@ -27,9 +27,11 @@ from heaters_resources.steps.checks import (
 from heaters_resources.steps.clips import (
     ClipBatchOutcome,
     clips_by_identifier,
+    clips_of_videos,
     keyframe_clips,
     sprite_clips,
     sprite_params,
+    start_states,
 )
 from heaters_resources.steps.common import (
     StepFailedError,
@@ -66,6 +68,7 @@ __all__ = [
     "clip_identifiers_of_video",
     "clip_object_keys",
     "clips_by_identifier",
+    "clips_of_videos",
     "describe_error",
     "embedding_problems",
     "execute_merge",
@@ -81,5 +84,6 @@ __all__ = [
     "sprite_clips",
     "sprite_key_of",
     "sprite_params",
+    "start_states",
     "tiling_problems",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,28 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ clips
+
+
+def clips_of_videos(
+    db: Database, video_ids: Sequence[int], clip_states: Collection[str] | None = None
+) -> list[tuple[int, str]]:
+    """(video id, identifier) of the live clips of ``video_ids`` (in ``clip_states`` when given),
+    by video then position: what a run over those video partitions works on."""
+    stmt = (
+        select(Clip.source_video_id, Clip.identifier)
+        .where(Clip.source_video_id.in_(list(video_ids)), Clip.superseded_at.is_(None))
+        .order_by(Clip.source_video_id, Clip.start_frame)
+    )
+    if clip_states is not None:
+        stmt = stmt.where(Clip.state.in_(list(clip_states)))
+    with db.session() as session:
+        return [(int(v), str(i)) for v, i in session.execute(stmt)]
+
+
+def start_states(action: str, overwrite: bool) -> frozenset[str]:
+    """The clip states from which ``action`` may start (the transition table's rule)."""
+    rule = states.TRANSITIONS[("clip", action)]
+    return rule.from_states | (rule.overwrite_from if overwrite else frozenset())
 
 
 def clips_by_identifier(db: Database, identifiers: Sequence[str]) -> list[Clip]:

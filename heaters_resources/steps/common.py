@@ -1,18 +1,7 @@
 """What every step shares: a private scratch folder, fetching inputs from the store, the
 reason stored in a `*_failed` state, and the error a batch raises when some items failed.
 
-
-Each step follows the same discipline, which is what makes retries safe:
-
-1. move the row to the step's in-progress state (validated, under a row lock);
-2. fetch inputs from the object store into a private temporary folder;
-3. run the pure ``heaters_media`` function;
-4. upload every output *before* the row that points at it is committed;
-5. complete the transition (new rows/artifacts in one transaction);
-
-and on any failure, move the row to the step's ``*_failed`` state with the reason and re-raise.
-The Dagster assets are thin wrappers over these functions, and the "no Dagster" benchmark calls
-them directly, so both measure the same work.
+The discipline every step follows is in the package docstring (`heaters_resources.steps`).
 """
 
 from __future__ import annotations

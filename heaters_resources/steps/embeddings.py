@@ -62,12 +62,6 @@ KEYFRAMES_FOR: dict[str, tuple[tuple[str, ...], str | None]] = {
 EMBEDDABLE_STATES = ("approved", "embedded")
 
 
-# Clips per embedding run. Embedding runs are limited to one at a time (dagster.yaml), so
-# smaller runs buy no parallelism, while each run pays for a process and a model load (about
-# 7 s for CLIP on CPU): large runs keep a re-embedding backfill close to direct calls.
-EMBED_CLIPS_PER_RUN = 500
-
-
 # ------------------------------------------------------------------------------- the step
 
 
@@ -377,23 +371,28 @@ def clips_missing_embedding(
         return [(int(i), str(k)) for i, k in session.execute(stmt)]
 
 
-def partition_ranges(
-    wanted: Sequence[str], order: Sequence[str], max_per_run: int = EMBED_CLIPS_PER_RUN
-) -> list[tuple[str, str]]:
-    """Group ``wanted`` partition keys into (first, last) ranges of ``order`` (the instance's
-    partition order) that contain only wanted keys, at most ``max_per_run`` each. Keys missing
-    from ``order`` are ignored (add them as partitions first)."""
-    want = set(wanted)
-    ranges: list[tuple[str, str]] = []
-    run: list[str] = []
-    for key in [*order, None]:
-        if key is not None and key in want and len(run) < max_per_run:
-            run.append(key)
-            continue
-        if run:
-            ranges.append((run[0], run[-1]))
-        run = [key] if key is not None and key in want else []
-    return ranges
+def videos_missing_embedding(
+    db: Database,
+    model: str | None = None,
+    strategy: str | None = None,
+    clip_states: Sequence[str] = EMBEDDABLE_STATES,
+) -> list[int]:
+    """Ids of the videos that have a live clip in ``clip_states`` without a (model, strategy)
+    vector: the partitions an "embed only missing" backfill runs over."""
+    model, strategy = model or default_model(), strategy or default_strategy()
+    have = select(ClipEmbedding.clip_id).where(
+        ClipEmbedding.model_name == model, ClipEmbedding.generation_strategy == strategy
+    )
+    stmt = (
+        select(Clip.source_video_id)
+        .where(
+            Clip.state.in_(list(clip_states)), Clip.superseded_at.is_(None), Clip.id.not_in(have)
+        )
+        .distinct()
+        .order_by(Clip.source_video_id)
+    )
+    with db.session() as session:
+        return [int(v) for v in session.scalars(stmt)]
 
 
 def embed_missing(

@@ -117,16 +117,33 @@ def purge_archived_clips(
 ) -> PurgeOutcome:
     """Delete the stored objects of archived clips in batches, then forget their keys.
 
-    Only clips still ``archived`` are touched (an undo may have come first). Objects go first
-    (batched, 1000 keys per request on S3); rows are updated only for clips whose objects are
-    all gone, and a ``purge`` review event records that undo is no longer possible.
+    Only clips still ``archived`` are touched (an undo may have come first). With ``event_id``
+    (the archive action being carried out), nothing is touched if that action was undone, nor
+    any clip archived again since (its own, later action carries its own grace period and
+    purge): a stale purge must not delete a re-archived clip that can still be undone. Objects
+    go first (batched, 1000 keys per request on S3); rows are updated only for clips whose
+    objects are all gone, and a ``purge`` review event records that undo is no longer possible.
     """
-
+    ids = list(clip_ids)
     with db.session() as session:
+        if event_id is not None:
+            if session.scalar(
+                select(ReviewEvent.id).where(ReviewEvent.undoes_event_id == event_id).limit(1)
+            ):
+                return PurgeOutcome([], 0, {}, 0)
+            later = session.scalars(
+                select(ReviewEvent.clip_ids).where(
+                    ReviewEvent.action == "archive",
+                    ReviewEvent.id > event_id,
+                    ReviewEvent.clip_ids.overlap(ids),
+                )
+            )
+            rearchived = {cid for row in later for cid in row}
+            ids = [cid for cid in ids if cid not in rearchived]
         live = list(
             session.scalars(
                 select(Clip.id).where(
-                    Clip.id.in_(list(clip_ids)),
+                    Clip.id.in_(ids),
                     Clip.state == "archived",
                     Clip.storage_key.is_not(None),
                 )

@@ -58,10 +58,6 @@ def source_normalized_key(video_id: int) -> str:
     return f"{SOURCE_VIDEOS_PREFIX}{_id(video_id, 'video id')}/normalized.mp4"
 
 
-def source_video_prefix(video_id: int) -> str:
-    return f"{SOURCE_VIDEOS_PREFIX}{_id(video_id, 'video id')}/"
-
-
 def _checked_identifier(video_id: int, identifier: str) -> str:
     if parse_clip_identifier(identifier)[0] != video_id:
         raise ValueError(f"clip {identifier!r} does not belong to video {video_id}")

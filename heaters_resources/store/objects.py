@@ -7,6 +7,7 @@ raising, `upload_file` reports progress as byte increments (boto3's callback con
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -216,6 +217,9 @@ class S3ObjectStore:
         content_type: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
+        # Without a type, S3 serves `binary/octet-stream`: browsers sniff a clip and play it,
+        # stricter players refuse it. The key's extension says what it is (clips are .mp4).
+        content_type = content_type or mimetypes.guess_type(key)[0]
         extra = {"ContentType": content_type} if content_type else None
         self.client.upload_file(
             str(path),
@@ -227,6 +231,7 @@ class S3ObjectStore:
         )
 
     def upload_bytes(self, data: bytes, key: str, *, content_type: str | None = None) -> None:
+        content_type = content_type or mimetypes.guess_type(key)[0]
         extra = {"ContentType": content_type} if content_type else {}
         self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from heaters_assets.assets.videos import clip_splits
 from heaters_assets.definitions import build_definitions
-from heaters_assets.partitions import CLIPS, SOURCE_VIDEOS, partition_range_tags
+from heaters_assets.partitions import SOURCE_VIDEOS, partition_range_tags
 from heaters_assets.sensors.inbox import inbox_sensor
 from heaters_assets.sensors.pipeline import (
     new_clips_sensor,
@@ -81,11 +81,22 @@ def _clips(db: Database, vid: int) -> list[Clip]:
 
 
 def _artifacts(
-    defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]
+    defs: dg.Definitions, instance: dg.DagsterInstance, *video_ids: int
 ) -> dg.ExecuteInProcessResult:
+    """Keyframes + sprites for the videos' partitions (a range when there are several)."""
+    first, last = str(min(video_ids)), str(max(video_ids))
     return defs.resolve_job_def("clip_artifacts_job").execute_in_process(
-        instance=instance, tags=partition_range_tags(keys[0], keys[-1]), raise_on_error=False
+        instance=instance, tags=partition_range_tags(first, last), raise_on_error=False
     )
+
+
+def _mats(run: dg.ExecuteInProcessResult, asset: str) -> list[dg.AssetMaterialization]:
+    """The run's materializations of ``asset`` (one op may make several assets)."""
+    return [
+        e.event_specific_data.materialization  # type: ignore[union-attr]
+        for e in run.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(asset)
+    ]
 
 
 def test_whole_graph_for_one_video(
@@ -96,18 +107,22 @@ def test_whole_graph_for_one_video(
     clips = _clips(db, vid)
     keys = [c.identifier for c in clips]
     assert [c.start_frame for c in clips[1:]] == SAMPLE_CUTS
-    assert instance.get_dynamic_partitions(CLIPS) == keys
+    # Partitions grow with videos, not clips.
+    assert instance.get_dynamic_partitions(SOURCE_VIDEOS) == [str(vid)]
     splits = result.asset_materializations_for_node("clip_splits")[0]
     assert splits.metadata["clips"].value == len(SAMPLE_CUTS) + 1
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("clips_tile_video", True)]
 
-    run = _artifacts(defs, instance, keys)
+    run = _artifacts(defs, instance, vid)
     assert run.success
-    # One run materialized every clip partition of both assets.
+    # One materialization of the video's partition per asset, describing exactly its clips.
     for asset in ("keyframes", "sprite_sheet"):
-        mats = run.asset_materializations_for_node(asset)
-        assert sorted(m.partition for m in mats) == sorted(keys)
+        (mat,) = _mats(run, asset)
+        assert mat.partition == str(vid)
+        assert mat.metadata["clips_done"].value == len(keys)
+        rows = mat.metadata["clips"].value.records  # type: ignore[attr-defined]
+        assert [(r.data["clip"], r.data["result"]) for r in rows] == [(k, "done") for k in keys]
     assert {c.check_name: c.passed for c in run.get_asset_check_evaluations()} == {
         "keyframes_stored": True,
         "sprite_matches_image": True,
@@ -115,12 +130,12 @@ def test_whole_graph_for_one_video(
     assert {c.state for c in _clips(db, vid)} == {"pending_review"}
 
 
-def test_resplice_backfill_replaces_clip_partitions(
+def test_resplice_backfill_replaces_clips_and_keeps_one_partition(
     defs: dg.Definitions, instance: dg.DagsterInstance, db: Database, resources: dict[str, Any]
 ) -> None:
     vid, result = _ingest(defs, instance, db)
     assert result.success
-    before = instance.get_dynamic_partitions(CLIPS)
+    before = [c.identifier for c in _clips(db, vid)]
     # What a backfill of clip_splits with a new parameter runs for each chosen video.
     run = dg.materialize(
         [clip_splits],
@@ -132,7 +147,13 @@ def test_resplice_backfill_replaces_clip_partitions(
     assert run.success
     after = [c.identifier for c in _clips(db, vid)]
     assert len(after) < len(before)
-    assert instance.get_dynamic_partitions(CLIPS) == after
+    assert all(c.end_frame - c.start_frame >= 100 for c in _clips(db, vid)[:-1])
+    assert instance.get_dynamic_partitions(SOURCE_VIDEOS) == [str(vid)]
+    # The new clips are processed by a run of the same video partition.
+    run = _artifacts(defs, instance, vid)
+    assert run.success
+    (mat,) = _mats(run, "keyframes")
+    assert mat.metadata["clips_done"].value == len(after)
 
 
 def test_failed_ingest_sets_failed_state(
@@ -145,7 +166,7 @@ def test_failed_ingest_sets_failed_state(
     video = states.get_source_video(db, vid)
     assert video.state == "ingestion_failed"
     assert video.error and video.error.startswith("corrupt_media")
-    assert instance.get_dynamic_partitions(CLIPS) == []
+    assert _clips(db, vid) == []
 
 
 def test_submission_and_new_clip_sensors(
@@ -174,13 +195,11 @@ def test_submission_and_new_clip_sensors(
 
     vid, result = _ingest(defs, instance, db)
     assert result.success
-    keys = [cl.identifier for cl in _clips(db, vid)]
     clips_out = new_clips_sensor(
         dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
     )
-    assert len(clips_out.run_requests) == 1
-    tags = clips_out.run_requests[0].tags
-    assert tags == partition_range_tags(keys[0], keys[-1])
+    # All new clips of the video: one run of its partition.
+    assert [r.partition_key for r in clips_out.run_requests] == [str(vid)]
     resumed = new_clips_sensor(
         dg.build_sensor_context(
             instance=instance, resources=resources, cursor=clips_out.cursor, definitions=defs
@@ -226,8 +245,7 @@ def test_review_actions_become_jobs(
 
     monkeypatch.setenv("HEATERS_ARCHIVE_GRACE_SECONDS", "0")
     vid, _ = _ingest(defs, instance, db)
-    keys = [c.identifier for c in _clips(db, vid)]
-    assert _artifacts(defs, instance, keys).success
+    assert _artifacts(defs, instance, vid).success
     clips = _clips(db, vid)
     states.request_merge(db, clips[1].id)
     states.request_split(db, clips[3].id, clips[3].start_frame + 30)
@@ -247,8 +265,8 @@ def test_review_actions_become_jobs(
     live = _clips(db, vid)
     assert [(c.start_frame, c.state) for c in live[:2]] == [(0, "spliced"), (146, "pending_review")]
     assert len([c for c in live if c.state == "spliced"]) == 3  # merged + two split halves
-    # Exactly the clips ever made: the originals (kept for their history) and the new ones.
-    assert set(instance.get_dynamic_partitions(CLIPS)) == set(keys) | {c.identifier for c in live}
+    # Review jobs add no partitions: merged / split clips belong to their video's partition.
+    assert instance.get_dynamic_partitions(SOURCE_VIDEOS) == [str(vid)]
     archived = states.get_clip(db, clips[5].id)
     assert archived.storage_key is None
     with db.session() as s:
@@ -286,8 +304,7 @@ def test_whole_graph_on_s3(
     defs = build_definitions(resources)
     vid, result = _ingest(defs, instance, db)
     assert result.success
-    keys = [c.identifier for c in _clips(db, vid)]
-    assert _artifacts(defs, instance, keys).success
+    assert _artifacts(defs, instance, vid).success
     listed = {
         o["Key"]
         for page in s3_store.client.get_paginator("list_objects_v2").paginate(

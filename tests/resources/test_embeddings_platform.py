@@ -31,6 +31,7 @@ from heaters_resources import states, steps
 from heaters_resources.db.embedded_pg import EmbeddedServer
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding
+from heaters_resources.orchestration.ranges import partition_ranges
 from heaters_resources.search import index_name, similarity, space
 from heaters_resources.steps import embeddings
 from heaters_resources.store import keys
@@ -411,12 +412,12 @@ def test_embed_missing_embeds_only_the_missing(lib: Library) -> None:
 
     order = [c.identifier for c in lib.clips]
     wanted = [order[1], order[2], order[3], order[6], order[15]]
-    assert embeddings.partition_ranges(wanted, order) == [
+    assert partition_ranges(wanted, order, 500) == [
         (order[1], order[3]),
         (order[6], order[6]),
         (order[15], order[15]),
     ]
-    assert embeddings.partition_ranges(order, order, max_per_run=5) == [
+    assert partition_ranges(order, order, max_per_run=5) == [
         (order[0], order[4]),
         (order[5], order[9]),
         (order[10], order[14]),
@@ -565,7 +566,7 @@ def test_clip_embedding_asset_sensors_and_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from heaters_assets.definitions import build_definitions
-    from heaters_assets.partitions import CLIPS, partition_range_tags
+    from heaters_assets.partitions import SOURCE_VIDEOS, partition_range_tags
     from heaters_assets.sensors.embeddings import approved_clips_sensor, missing_embeddings_sensor
     from heaters_resources.orchestration.resources import (
         DatabaseResource,
@@ -581,8 +582,9 @@ def test_clip_embedding_asset_sensors_and_check(
         "settings": SettingsResource(heaters_home=str(tmp_path), database_url=pg_server.url),
     }
     defs = build_definitions(resources)
-    instance.add_dynamic_partitions(CLIPS, [c.identifier for c in lib.clips])
-    v1, v2 = (lib.videos[v] for v in sorted(lib.videos))
+    vid1, vid2 = sorted(lib.videos)
+    instance.add_dynamic_partitions(SOURCE_VIDEOS, [str(vid1), str(vid2)])
+    v1, v2 = lib.videos[vid1], lib.videos[vid2]
     lib.approve(v1)
 
     def ctx(cursor: str | None = None) -> dg.SensorEvaluationContext:
@@ -591,9 +593,8 @@ def test_clip_embedding_asset_sensors_and_check(
         )
 
     approved = approved_clips_sensor(ctx())
-    assert [r.tags for r in approved.run_requests] == [
-        partition_range_tags(v1[0].identifier, v1[-1].identifier)
-    ]
+    # The approved clips' video: one run of its partition.
+    assert [r.partition_key for r in approved.run_requests] == [str(vid1)]
     assert not approved_clips_sensor(ctx(approved.cursor)).run_requests
 
     job = defs.resolve_job_def("embed_clips_job")
@@ -607,29 +608,33 @@ def test_clip_embedding_asset_sensors_and_check(
     }
     run = job.execute_in_process(
         instance=instance,
-        tags=approved.run_requests[0].tags,
+        partition_key=approved.run_requests[0].partition_key,
         run_config={"ops": {"clip_embedding": {"config": config}}},
     )
     assert run.success
-    mats = run.asset_materializations_for_node("clip_embedding")
-    assert sorted(m.partition for m in mats) == sorted(c.identifier for c in v1)
-    meta = mats[0].metadata
+    (mat,) = run.asset_materializations_for_node("clip_embedding")
+    assert mat.partition == str(vid1)
+    meta = mat.metadata
     assert meta["model"].value == "tiny-dinov2" and meta["dimension"].value == 32
-    assert meta["count"].value == 8 and meta["images_per_second"].value > 0
+    assert meta["clips_done"].value == len(v1) == 8 and meta["run_images_per_second"].value > 0
     checks = run.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("embedding_dimension_and_norm", True)]
     assert {lib.state(c).state for c in v1} == {"embedded"}
 
-    # The backfill sensor (default model = pixels-v1): only clips missing it, as ranges.
+    # The backfill sensor (default model = pixels-v1): the videos with clips missing it, as one
+    # range; the run embeds only the clips that miss it.
     states.approve_clip(lib.db, v2[0].id)
     states.approve_clip(lib.db, v2[2].id)
     missing = missing_embeddings_sensor(ctx())
-    assert [r.tags for r in missing.run_requests] == [
-        partition_range_tags(v1[0].identifier, v2[0].identifier),
-        partition_range_tags(v2[2].identifier, v2[2].identifier),
-    ]
+    assert [r.tags for r in missing.run_requests] == [partition_range_tags(str(vid1), str(vid2))]
     for request in missing.run_requests:
-        assert job.execute_in_process(instance=instance, tags=request.tags).success
+        backfill = job.execute_in_process(instance=instance, tags=request.tags)
+        assert backfill.success
+        done = {
+            m.partition: m.metadata["clips_done"].value
+            for m in backfill.asset_materializations_for_node("clip_embedding")
+        }
+        assert done == {str(vid1): len(v1), str(vid2): 2}
     assert embeddings.clips_missing_embedding(lib.db) == []
     assert missing_embeddings_sensor(ctx()).skip_reason
 
@@ -638,13 +643,11 @@ def test_clip_embedding_asset_sensors_and_check(
         b"garbage", keys.keyframe_key(v2[4].source_video_id, v2[4].identifier, "multi", 50)
     )
     lib.approve([v2[3], v2[4]])
-    bad = job.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        tags=partition_range_tags(v2[3].identifier, v2[4].identifier),
-    )
+    bad = job.execute_in_process(instance=instance, raise_on_error=False, partition_key=str(vid2))
     assert not bad.success
     assert lib.state(v2[3]).state == "embedded" and lib.state(v2[4]).state == "embedding_failed"
+    # The video with a failed clip is not reported as materialized.
+    assert bad.asset_materializations_for_node("clip_embedding") == []
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -62,16 +62,15 @@ def test_demo_and_asset_materialize(home: Path) -> None:
     assert [c.start_frame for c in clips[1:]] == SAMPLE_CUTS
     assert all((home / "objects" / c.storage_key).is_file() for c in clips)
 
-    # Re-run one clip's assets with overwrite through `dagster asset materialize`: replaced,
-    # not duplicated, and the clip is back in review.
+    # Re-run the video's clip assets with overwrite through `dagster asset materialize` (its
+    # partition is the video): replaced, not duplicated, and every clip is back in review.
     from heaters_resources.orchestration.instance import prepare_dagster_home
     from heaters_resources.settings import Settings
 
     env = prepare_dagster_home(Settings.from_env(_env(home)))
     config = {
         "ops": {
-            "keyframes": {"config": {"overwrite": True, "strategy": "multi"}},
-            "sprite_sheet": {"config": {"overwrite": True}},
+            "clip_artifacts": {"config": {"overwrite": True, "strategy": "multi"}},
         }
     }
     proc = subprocess.run(
@@ -84,7 +83,7 @@ def test_demo_and_asset_materialize(home: Path) -> None:
             "--select",
             "keyframes,sprite_sheet",
             "--partition",
-            clips[2].identifier,
+            str(clips[2].source_video_id),
             "--config-json",
             json.dumps(config),
         ],
@@ -103,7 +102,7 @@ def test_demo_and_asset_materialize(home: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ClipArtifact)) == artifacts_before
-        assert s.get(Clip, clips[2].id).state == "pending_review"
+        assert {s.get(Clip, c.id).state for c in clips} == {"pending_review"}
     db.dispose()
 
 
@@ -217,17 +216,15 @@ def _clip_states(db: Database) -> dict[str, int]:
 def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
     """The two reprocessing backfills of the README, launched as from the UI."""
     with db.session() as s:
-        idents = list(s.scalars(select(Clip.identifier).order_by(Clip.id)))
-    n = len(idents)
-    # 1. new keyframe strategy for every clip: 8 clips, 100 partitions per run -> one run
+        n = s.scalar(select(func.count()).select_from(Clip)) or 0
+    # 1. new keyframe strategy for every clip: the video's partition (one video) -> one run
     runs = _launch_backfill(
         port,
         ["keyframes", "sprite_sheet"],
-        idents,
+        ["1"],
         {
             "ops": {
-                "keyframes": {"config": {"overwrite": True, "strategy": "midpoint"}},
-                "sprite_sheet": {"config": {"overwrite": True}},
+                "clip_artifacts": {"config": {"overwrite": True, "strategy": "midpoint"}},
             }
         },
         log,

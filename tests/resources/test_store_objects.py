@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.request
 from datetime import timedelta
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from heaters_resources import states as st
+from heaters_resources.db.embedded_pg import EmbeddedServer
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import PendingObjectDeletion
 from heaters_resources.settings import Settings
@@ -184,6 +186,34 @@ def test_orphan_cleanup(db: Database, backend: str, request: pytest.FixtureReque
     store.upload_bytes(b"k", orphan)
     st.complete_keyframing(db, c1, [st.ArtifactSpec("keyframe", "midpoint", orphan)], store=store)
     assert find_orphan_objects(db, store, min_age=timedelta(0)) == []
+
+
+def test_cleanup_command_removes_only_old_orphans(
+    db: Database,
+    local_store: LocalObjectStore,
+    pg_server: EmbeddedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`heaters cleanup`: what a crashed step left behind goes, referenced objects stay."""
+    from typer.testing import CliRunner
+
+    from heaters_resources.cli.main import app
+
+    vid, _ = _video_with_objects(db, local_store)
+    ident = keys.clip_identifier(vid, 0, 50)
+    orphan = keys.keyframe_key(vid, ident, "midpoint", 50)
+    local_store.upload_bytes(b"k", orphan)
+    monkeypatch.setenv("HEATERS_HOME", str(local_store.root.parent))
+    monkeypatch.setenv("HEATERS_DATABASE_URL", pg_server.url)
+    runner = CliRunner()
+    young = runner.invoke(app, ["cleanup"])  # default: an hour's grace for uploads in flight
+    assert young.exit_code == 0, young.output
+    assert json.loads(young.output)["orphans_deleted"] == [] and local_store.exists(orphan)
+    dry = runner.invoke(app, ["cleanup", "--min-age-hours", "0", "--dry-run"])
+    assert json.loads(dry.output) == {"orphans": [orphan]} and local_store.exists(orphan)
+    done = runner.invoke(app, ["cleanup", "--min-age-hours", "0"])
+    assert json.loads(done.output)["orphans_deleted"] == [orphan]
+    assert not local_store.exists(orphan) and local_store.exists(keys.clip_key(vid, ident))
 
 
 @pytest.mark.parametrize("backend", ["local_store", "s3_store"])

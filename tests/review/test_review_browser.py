@@ -138,9 +138,14 @@ def run_new_clip_jobs(platform: dict[str, Any]) -> None:
             instance=instance, resources=platform["resources"], definitions=defs
         )
     )
+    for add in out.dynamic_partitions_requests:  # what the daemon applies before the runs
+        instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
     job = defs.resolve_job_def("clip_artifacts_job")
     for request in out.run_requests:
-        assert job.execute_in_process(instance=instance, tags=request.tags).success
+        result = job.execute_in_process(
+            instance=instance, tags=request.tags, partition_key=request.partition_key
+        )
+        assert result.success
 
 
 MOVED_ON = """old => !document.getElementById('review')
