@@ -139,3 +139,9 @@ def test_bench_pgvector_runs() -> None:
         assert 0.0 <= row["recall"] <= 1.0 and 0.0 <= row["recall_ef40"] <= 1.0, kind
         for key in ("hnsw_mean_ms", "exact_mean_ms", "speedup_mean", "ef40_mean_ms"):
             assert _positive(row[key]), (kind, key)
+
+
+def test_bench_backfill_runs_over_video_partitions() -> None:
+    out = _bench("-m", "benchmarks.bench_backfill", "--clips", "12", "--videos", "3")
+    # 12 clips in 3 video partitions: one embedding run (50 videos a run), not 12.
+    assert "runs: 1 for 12 clips in 3 videos" in out, out
