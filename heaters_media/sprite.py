@@ -76,7 +76,10 @@ def plan_sprite(
     if n > max_tiles:
         rate = _rate(Fraction(max_tiles) * clip_fps / clip_frames)
         while fps_filter_frames(clip_frames, clip_fps, rate) > max_tiles:
-            rate = _rate(rate * Fraction(999, 1000))
+            lower = rate * Fraction(999, 1000)
+            # A rate below 1/1001 fps cannot be rounded to a small denominator: keep it exact
+            # (rounding would return the same rate and loop forever).
+            rate = _rate(lower) if _rate(lower) < rate else lower
         n = fps_filter_frames(clip_frames, clip_fps, rate)
     cols = min(cols, n)
     return rate, n, cols, math.ceil(n / cols)
