@@ -25,7 +25,7 @@ from heaters_resources.db.engine import get_database
 from heaters_resources.errors import HeatersStateError
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.ranges import VIDEOS_PER_EMBEDDING_RUN, partition_ranges
-from heaters_resources.search import similarity, space
+from heaters_resources.search import duplicates, similarity, space
 from heaters_resources.settings import Settings
 from heaters_resources.steps import embeddings
 
@@ -154,15 +154,52 @@ def near_duplicates(
     ] = 0.05,
     model: Model = None,
     strategy: Strategy = None,
-    per_clip: Annotated[int, typer.Option(help="Neighbours looked at per clip.")] = 10,
-    limit: Annotated[int, typer.Option(help="At most this many pairs.")] = 1000,
+    per_clip: Annotated[int, typer.Option(min=1, help="Neighbours looked at per clip.")] = 10,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many pairs.")] = 1000,
+    engine: Annotated[
+        str,
+        typer.Option(help="auto (faiss when installed, else exact), faiss, or exact (NumPy)."),
+    ] = "auto",
+    index: Annotated[
+        str,
+        typer.Option(
+            help="faiss only: auto (exact for small searches, a tuned inverted file above), "
+            "flat (exact) or ivf."
+        ),
+    ] = "auto",
+    since_clip_id: Annotated[
+        int | None,
+        typer.Option(
+            help="Only clips with a higher id (new clips) are searched, against every clip: "
+            "the pairs involving at least one of them."
+        ),
+    ] = None,
+    check_recall: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Also search N sampled clips exactly and report the graph's recall@per-clip.",
+        ),
+    ] = 0,
 ) -> None:
-    """Pairs of clips whose embeddings are closer than THRESHOLD, closest first."""
+    """Pairs of clips whose embeddings are closer than THRESHOLD, closest first: one pass over
+    the space's vectors (a k-nearest-neighbour graph built in batch)."""
     model, strategy = _space(model, strategy)
     with _errors():
-        pairs = similarity.near_duplicates(
-            get_database(), threshold, model, strategy, per_clip=per_clip, limit=limit
+        found = duplicates.find_near_duplicates(
+            get_database(),
+            threshold,
+            model,
+            strategy,
+            per_clip=per_clip,
+            limit=limit,
+            engine=engine,
+            index=index,
+            since_clip_id=since_clip_id,
+            check_recall=check_recall,
         )
+    pairs = found.pairs
     table = Table(title=f"{len(pairs)} near-duplicate pairs (distance < {threshold}, {model})")
     for col in ("a", "b", "same video", "distance"):
         table.add_column(col)
@@ -174,6 +211,12 @@ def near_duplicates(
             f"{p.distance:.4f}",
         )
     console.print(table)
+    summary = found.summary()
+    recall = "" if found.recall is None else f", recall@{per_clip} {found.recall:.3f}"
+    console.print(
+        f"{found.engine}: {found.queried} of {found.clips} clips searched in "
+        f"{summary['seconds'].get('total', 0.0)} s{recall}"
+    )
     print(
         json.dumps(
             {
@@ -181,6 +224,7 @@ def near_duplicates(
                 "strategy": strategy,
                 "threshold": threshold,
                 "pairs": [p.to_dict() for p in pairs],
+                **summary,
             }
         )
     )

@@ -3,7 +3,9 @@
 Why here (heaters_resources) and not in the CLI: the review page calls the same functions.
 Every query works inside one (model, strategy) space and casts ``embedding`` to
 ``vector(<dim>)`` so Postgres can use that model's partial HNSW cosine index
-(:mod:`heaters_resources.search.index`). Superseded clips (merged/split away) are never returned.
+(:mod:`heaters_resources.search.index`); near-duplicates, a question about every clip at
+once, reads the space in one pass instead (:mod:`heaters_resources.search.duplicates`).
+Superseded clips (merged/split away) are never returned.
 Distances are cosine distances (0 = same direction, 2 = opposite); similarity = 1 - distance.
 """
 
@@ -14,15 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pgvector.sqlalchemy import Vector
-from sqlalchemy import cast, literal, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import select
 
 from heaters_media.errors import InvalidInputError
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipEmbedding
 from heaters_resources.errors import NotFoundError
-from heaters_resources.search.index import SimilarClip, ef_search, nearest_clips
+from heaters_resources.search.index import SimilarClip, nearest_clips
 from heaters_resources.search.space import (
     EmbeddingDimensionError,
     default_model,
@@ -171,57 +171,29 @@ def near_duplicates(
     *,
     per_clip: int = 10,
     limit: int = 10_000,
+    engine: str = "auto",
+    index: str = "auto",
+    since_clip_id: int | None = None,
+    clip_ids: Sequence[int] | None = None,
 ) -> list[DuplicatePair]:
     """Pairs of live clips whose cosine distance is below ``threshold``, closest first.
 
-    Each clip looks at its ``per_clip`` nearest neighbours through the HNSW index (a LATERAL
-    top-k per clip, O(n log n)) instead of comparing all n^2 pairs; a clip with more than
-    ``per_clip`` duplicates reports only the closest ones.
+    One set-based pass (:func:`heaters_resources.search.duplicates.find_near_duplicates`, which
+    also reports the engine, timings and recall): every clip's ``per_clip`` nearest
+    neighbours from a k-nearest-neighbour graph built in batch, instead of one HNSW lookup per
+    clip. ``since_clip_id`` / ``clip_ids``: only pairs involving those (new) clips.
     """
-    model_name, strategy = model_name or default_model(), strategy or default_strategy()
-    dim = space_dimension(db, model_name, strategy)
-    if dim is None:
-        return []
-    e1, e2 = aliased(ClipEmbedding), aliased(ClipEmbedding)
-    c1, c2 = aliased(Clip), aliased(Clip)
-    v1 = cast(e1.embedding, Vector(dim))
-    v2 = cast(e2.embedding, Vector(dim))
-    dist = v2.cosine_distance(v1)
-    neighbours = (
-        select(e2.clip_id.label("other"), dist.label("distance"))
-        .join(c2, c2.id == e2.clip_id)
-        .where(
-            e2.model_name == model_name,
-            e2.generation_strategy == strategy,
-            e2.clip_id != e1.clip_id,
-            c2.superseded_at.is_(None),
-        )
-        .order_by(dist)
-        .limit(per_clip)
-        .lateral("n")
-    )
-    stmt = (
-        select(e1.clip_id, neighbours.c.other, neighbours.c.distance)
-        .join(c1, c1.id == e1.clip_id)
-        .join(neighbours, literal(True))
-        .where(
-            e1.model_name == model_name,
-            e1.generation_strategy == strategy,
-            c1.superseded_at.is_(None),
-            neighbours.c.distance < threshold,
-            e1.clip_id < neighbours.c.other,
-        )
-        .order_by(neighbours.c.distance, e1.clip_id)
-        .limit(limit)
-    )
-    with db.session() as session:
-        ef_search(session, per_clip)
-        rows = session.execute(stmt).all()
-        ids = {i for r in rows for i in (r[0], r[1])}
-        clips = {c.id: c for c in session.scalars(select(Clip).where(Clip.id.in_(list(ids))))}
+    from heaters_resources.search.duplicates import find_near_duplicates  # imports this module
 
-    def one(cid: int, distance: float) -> SimilarClip:
-        c = clips[cid]
-        return SimilarClip(c.id, c.identifier, c.source_video_id, c.state, distance)
-
-    return [DuplicatePair(one(a, float(d)), one(b, float(d))) for a, b, d in rows]
+    return find_near_duplicates(
+        db,
+        threshold,
+        model_name,
+        strategy,
+        per_clip=per_clip,
+        limit=limit,
+        engine=engine,
+        index=index,
+        since_clip_id=since_clip_id,
+        clip_ids=clip_ids,
+    ).pairs
