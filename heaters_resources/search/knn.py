@@ -88,21 +88,14 @@ def _top(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
 class TopK:
     """Running top-k (similarity, row) of a set of query rows, merged block by block."""
 
-    def __init__(self, rows: int, k: int, dedupe: bool = False) -> None:
+    def __init__(self, rows: int, k: int) -> None:
         self.k = k
-        self.dedupe = dedupe
         self.sims = np.full((rows, k), -np.inf, dtype=np.float32)
         self.ids = np.full((rows, k), -1, dtype=np.int64)
 
     def merge(self, rows: np.ndarray | slice, sims: np.ndarray, ids: np.ndarray) -> None:
         both_s = np.concatenate([self.sims[rows], sims], axis=1)
         both_i = np.concatenate([self.ids[rows], ids], axis=1)
-        if self.dedupe:  # a spilled row met in two probed cells counts once
-            order = np.argsort(both_i, axis=1, kind="stable")
-            ranked = np.take_along_axis(both_i, order, 1)
-            r, c = np.nonzero((ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] >= 0))
-            both_s[r, order[r, c + 1]] = -np.inf
-            both_i[r, order[r, c + 1]] = -1
         self.sims[rows], self.ids[rows] = _top(both_s, both_i, self.k)
 
     def merge_above(self, rows: slice, sims: np.ndarray, first_id: int) -> None:
