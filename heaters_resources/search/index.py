@@ -79,7 +79,8 @@ def nearest_clips(
 ) -> list[SimilarClip]:
     """Live clips (never superseded ones) ordered by cosine distance to `query`, closest first,
     within one model (and strategy, when given). The one nearest-neighbour query of the
-    platform: similar clips, text search and near-duplicates all go through it."""
+    platform: similar clips and text search go through it (near-duplicates over the whole space
+    use one batch k-NN pass instead: `search.duplicates`)."""
     vector = [float(x) for x in query]
     column = cast(ClipEmbedding.embedding, Vector(len(vector)))
     distance = column.cosine_distance(vector).label("distance")
