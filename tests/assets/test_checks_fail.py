@@ -11,7 +11,6 @@ The Dagster tests inject the fault inside a real run and read the ``AssetCheckEv
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -20,20 +19,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select, text
 
-from heaters_assets.definitions import build_definitions
 from heaters_assets.sensors.embeddings import approved_clips_sensor
 from heaters_assets.sensors.pipeline import new_clips_sensor
 from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from heaters_resources import states, steps
-from heaters_resources.db.embedded_pg import EmbeddedServer
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact
 from heaters_resources.orchestration import names
-from heaters_resources.orchestration.resources import (
-    DatabaseResource,
-    ObjectStoreResource,
-    SettingsResource,
-)
 from heaters_resources.store import keys
 from heaters_resources.store.objects import ObjectStore
 
@@ -280,27 +272,6 @@ def fault(db: Database) -> Iterator[Fault]:
     for table, name in made:
         _sql(db, f"DROP TRIGGER IF EXISTS {name} ON {table}")
         _sql(db, f"DROP FUNCTION IF EXISTS {name}()")
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(db: Database, pg_server: EmbeddedServer, tmp_path: Path) -> dict[str, Any]:
-    home = str(tmp_path / "home")
-    return {
-        "database": DatabaseResource(database_url=pg_server.url),
-        "object_store": ObjectStoreResource(heaters_home=home),
-        "settings": SettingsResource(heaters_home=home, database_url=pg_server.url),
-    }
-
-
-@pytest.fixture
-def defs(resources: dict[str, Any]) -> dg.Definitions:
-    return build_definitions(resources)
 
 
 def _ingest(

@@ -4,7 +4,6 @@ cursors, re-splice backfill, review jobs, failures. Real Postgres (pgserver), re
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +30,6 @@ from heaters_resources.orchestration.resources import (
     ObjectStoreResource,
     SettingsResource,
 )
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(db: Database, pg_server: EmbeddedServer, tmp_path: Path) -> dict[str, Any]:
-    home = str(tmp_path / "home")
-    return {
-        "database": DatabaseResource(database_url=pg_server.url),
-        "object_store": ObjectStoreResource(heaters_home=home),
-        "settings": SettingsResource(heaters_home=home, database_url=pg_server.url),
-    }
-
-
-@pytest.fixture
-def defs(resources: dict[str, Any]) -> dg.Definitions:
-    return build_definitions(resources)
 
 
 def _ingest(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +42,6 @@ GRACE = 2.0
 SETTLE = 2.0
 
 Tick = Callable[[str | None], tuple[dg.SensorResult, str | None]]
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(db: Database, pg_server: EmbeddedServer, tmp_path: Path) -> dict[str, Any]:
-    home = str(tmp_path / "home")
-    return {
-        "database": DatabaseResource(database_url=pg_server.url),
-        "object_store": ObjectStoreResource(heaters_home=home),
-        "settings": SettingsResource(heaters_home=home, database_url=pg_server.url),
-    }
-
-
-@pytest.fixture
-def defs(resources: dict[str, Any]) -> dg.Definitions:
-    return build_definitions(resources)
 
 
 def _ticker(
