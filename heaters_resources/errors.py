@@ -47,3 +47,12 @@ class AlreadyExistsError(HeatersStateError):
 
 class MissingObjectError(HeatersStateError):
     """A row would point at an object that is not in the store."""
+
+
+class DatabaseVersionError(HeatersStateError):
+    """The embedded database in HEATERS_HOME was made by another PostgreSQL major version.
+
+    PostgreSQL cannot open a data directory of another major version; starting it anyway would
+    fail (or, with mismatched binaries, risk the data), so the folder is left untouched and the
+    message says how to carry it over or set it aside.
+    """

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL + pgvector (pgserver) and a real S3 endpoint (moto's server).
+"""Shared fixtures: a real PostgreSQL + pgvector (embedded) and a real S3 endpoint (moto's server).
 
 Both are session-scoped and lazy: tests that do not ask for them (e.g. the media tests, which use
 only tmp_path) never start them. Each database test gets empty tables (TRUNCATE ... RESTART

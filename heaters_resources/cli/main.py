@@ -1,4 +1,4 @@
-"""The `heaters` command line (console script `heaters = heaters_resources.cli.main:app`).
+"""The `heaters` command line (console script `heaters = heaters_resources.cli.main:run`).
 
 A plain Typer app: other layers add their commands to `app`. The commands here manage the
 database: `migrate`, `db-url`, `db-status`.
@@ -134,3 +134,17 @@ def _register_review_commands() -> None:
 
 
 _register_review_commands()
+
+
+def run() -> None:
+    """The console script: the app, with expected errors (a database made by another
+    PostgreSQL, an unknown clip, a bad video) as one line on stderr and exit status 2 instead of
+    a traceback. Anything else is a bug and keeps its traceback."""
+    from heaters_media.errors import MediaError
+    from heaters_resources.errors import HeatersStateError
+
+    try:
+        app()
+    except (HeatersStateError, MediaError) as exc:
+        typer.echo(f"heaters: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -1,7 +1,7 @@
 """Engine, sessions and migrations for one database URL (embedded or external, same code path).
 
 `database_url()` resolves the URL: HEATERS_DATABASE_URL when set (normalized to the psycopg2
-driver, see ARCHITECTURE.md, "Pitfalls"), otherwise the embedded pgserver in
+driver, see ARCHITECTURE.md, "Pitfalls"), otherwise the embedded PostgreSQL (`embedded_pg`) in
 HEATERS_HOME, started on demand. `Database` wraps a pooled engine with `pool_pre_ping` (a dropped
 connection is replaced at checkout) and runs migrations on first use in each process, serialized
 across processes by a Postgres advisory lock.

@@ -21,6 +21,8 @@ from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipEmbedding
 
 _MODEL = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+# Per database URL: whether its pgvector has `hnsw.iterative_scan` (0.8.0 and later).
+_ITERATIVE_SCAN: dict[str, bool] = {}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,31 @@ def ef_search(session: Session, k: int) -> None:
     session.execute(text(f"SET LOCAL hnsw.ef_search = {max(100, min(1000, 4 * int(k)))}"))
 
 
+def _pgvector_version(raw: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", raw or "")[:3])
+
+
+def iterative_scan(session: Session, url: str) -> bool:
+    """Let an HNSW scan go on past ef_search candidates until the query's filters leave `limit`
+    rows (pgvector >= 0.8; returns whether it was enabled).
+
+    Without it, a filtered query (by state, strategy, excluding a video or superseded clips) gets
+    only the filtered share of the first ef_search candidates: fewer than asked whenever the
+    nearest ones are mostly filtered out, e.g. a long video's own clips when excluding it.
+    `relaxed_order` is the faster mode; it can emit neighbours slightly out of order, so the
+    caller re-sorts. An older pgvector (an external server) has no such setting, and naming it
+    there can abort the transaction, hence the version check (once per URL)."""
+    supported = _ITERATIVE_SCAN.get(url)
+    if supported is None:
+        version = session.execute(
+            text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        ).scalar()
+        supported = _ITERATIVE_SCAN[url] = _pgvector_version(version) >= (0, 8, 0)
+    if supported:
+        session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    return supported
+
+
 def nearest_clips(
     db: Database,
     query: Sequence[float],
@@ -105,7 +132,9 @@ def nearest_clips(
         stmt = stmt.where(Clip.source_video_id != exclude_video)
     with db.session() as session:
         ef_search(session, limit)
-        return [
+        iterative_scan(session, db.url)
+        found = [
             SimilarClip(int(r.id), r.identifier, int(r.source_video_id), r.state, float(r.distance))
             for r in session.execute(stmt)
         ]
+    return sorted(found, key=lambda clip: clip.distance)

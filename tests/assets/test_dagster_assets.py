@@ -1,5 +1,5 @@
 """The Dagster platform in-process: assets, checks, jobs over partition ranges, sensors with
-cursors, re-splice backfill, review jobs, failures. Real Postgres (pgserver), real files."""
+cursors, re-splice backfill, review jobs, failures. Real Postgres (embedded), real files."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Embeddings on the platform: the embed step, pgvector storage and search, near-duplicates,
 the embed-missing backfill, failures, the Dagster asset/sensors and the CLI.
 
-Real Postgres + pgvector (pgserver), real files, tiny random CLIP/DINOv2 models saved to a tmp
+Real Postgres + pgvector (embedded), real files, tiny random CLIP/DINOv2 models saved to a tmp
 folder and loaded through the real ``from_pretrained`` code. The bundled sample is ingested,
 split, keyframed and sprited twice (two videos with the same 8 clips) once per module by the
 real steps; each test starts from a restored copy of those rows and objects.

@@ -1,4 +1,4 @@
-"""The review web app over HTTP (Starlette's TestClient), on a real Postgres (pgserver) and a
+"""The review web app over HTTP (Starlette's TestClient), on a real Postgres (embedded) and a
 local object store: queue order, media ranges, actions, stale pages, undo, CSRF, Host, token.
 
 Clips here are rows made through the state machine with small fake objects (fast); the browser
