@@ -79,8 +79,7 @@ def run_steps(video: Path, home: Path) -> float:
     vid = states.create_source_video(db, str(video))
     steps.ingest_source_video(db, store, vid)
     spliced = steps.splice_source_video(db, store, vid)
-    steps.keyframe_clips(db, store, spliced.identifiers)
-    steps.sprite_clips(db, store, spliced.identifiers)
+    steps.make_artifacts(db, store, keyframe_ids=spliced.identifiers, sprites=True)
     seconds = time.perf_counter() - t0
     print(f"  steps: {len(spliced.identifiers)} clips", flush=True)
     db.dispose()

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from heaters_media.errors import CorruptMediaError, ToolFailedError
-from heaters_media.tools import ffmpeg_bin, require_tool, stderr_tail, video_input_args
+from heaters_media.tools import (
+    ffmpeg_bin,
+    note_process,
+    require_tool,
+    stderr_tail,
+    video_input_args,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ def stream_frames(
         "rawvideo",
         "pipe:1",
     ]
+    note_process()
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

@@ -30,6 +30,7 @@ from heaters_media.tools import (
     existing_file,
     ffmpeg_cmd,
     h264_args,
+    note_process,
     require_tool,
     stderr_tail,
 )
@@ -182,6 +183,7 @@ def run_ffmpeg_with_progress(
     cmd = ffmpeg_cmd("-progress", "pipe:1", "-nostats", *args)
     require_tool(cmd[0])
     last = 0.0
+    note_process()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=err, text=True, errors="replace"

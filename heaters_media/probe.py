@@ -26,7 +26,13 @@ from heaters_media.errors import (
     UnsupportedMediaError,
 )
 from heaters_media.results import Result
-from heaters_media.tools import existing_file, ffprobe_bin, require_tool, stderr_tail
+from heaters_media.tools import (
+    existing_file,
+    ffprobe_bin,
+    note_process,
+    require_tool,
+    stderr_tail,
+)
 
 # ffmpeg "demuxes" still images and even text files as one-frame videos; none is footage.
 STILL_IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
@@ -117,6 +123,7 @@ def ffprobe_json(path: Path, args: Sequence[str], *, what: str | None = None) ->
     """
     ffprobe = ffprobe_bin()
     require_tool(ffprobe)
+    note_process()
     proc = subprocess.run(
         [ffprobe, "-v", "error", "-of", "json", *args, str(path)],
         capture_output=True,

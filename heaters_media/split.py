@@ -18,15 +18,17 @@ staging folder and published only once every clip succeeded. Merging two clips i
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from heaters_media.encode_pass import Piece, encode_window, plan_runs
 from heaters_media.errors import InvalidInputError, ToolFailedError
 from heaters_media.probe import Packets, ProbeResult, clip_is_exact, probe_video, read_packets
 from heaters_media.progress import ProgressFn
@@ -44,6 +46,8 @@ from heaters_media.tools import (
 Method = Literal["copy", "encode"]
 
 DEFAULT_NAME_TEMPLATE = "{stem}_{start}_{end}.mp4"
+#: A one-pass encode window holds at most this many frames (progress and failure isolation).
+WINDOW_MAX_FRAMES = 15_000
 AUDIO_BITRATE = "128k"
 
 
@@ -349,24 +353,34 @@ def _cut(job: _Job, plan: _Plan, stage: Path) -> ClipFile:
             pass
         if method != "copy":
             dest.unlink(missing_ok=True)
-    if method == "encode":
-        _encode_clip(
-            src,
-            pk,
-            plan,
-            dest,
-            has_audio,
-            job.frame_dur,
-            crf=job.crf,
-            preset=job.preset,
-            threads=job.threads,
+    if method == "copy":
+        return _clip_file(job, plan, dest, "copy")
+    _encode_clip(
+        src,
+        pk,
+        plan,
+        dest,
+        has_audio,
+        job.frame_dur,
+        crf=job.crf,
+        preset=job.preset,
+        threads=job.threads,
+    )
+    return _encoded(job, plan, dest)
+
+
+def _encoded(job: _Job, plan: _Plan, dest: Path) -> ClipFile:
+    """The ClipFile of a clip re-encoded into ``dest``, after checking it holds its frames."""
+    if not clip_is_exact(dest, plan.end - plan.start):
+        raise ToolFailedError(
+            f"clip {plan.index} [{plan.start}, {plan.end}) of {job.src.name} does not hold "
+            f"exactly {plan.end - plan.start} frames after encoding",
+            clip=plan.index,
         )
-        if not clip_is_exact(dest, plan.end - plan.start):
-            raise ToolFailedError(
-                f"clip {plan.index} [{plan.start}, {plan.end}) of {src.name} does not hold "
-                f"exactly {plan.end - plan.start} frames after encoding",
-                clip=plan.index,
-            )
+    return _clip_file(job, plan, dest, "encode")
+
+
+def _clip_file(job: _Job, plan: _Plan, dest: Path, method: Method) -> ClipFile:
     return ClipFile(
         index=plan.index,
         path=str(job.out / plan.name),
@@ -380,27 +394,67 @@ def _cut(job: _Job, plan: _Plan, stage: Path) -> ClipFile:
     )
 
 
+def _encode_window(job: _Job, window: list[_Plan], stage: Path, tag: str) -> list[ClipFile]:
+    """Re-encode consecutive clips in one pass; a clip the pass got wrong is cut alone."""
+    if len(window) == 1:
+        return [_cut(job, window[0], stage)]
+    pieces = [Piece(p.start, p.end, p.name) for p in window]
+    # A failed pass is not final: each clip is then cut alone, so the error names the clip.
+    with contextlib.suppress(ToolFailedError):
+        encode_window(
+            job.src,
+            job.pk,
+            pieces,
+            stage,
+            has_audio=job.info.has_audio,
+            frame_dur=job.frame_dur,
+            crf=job.crf,
+            preset=job.preset,
+            threads=job.threads,
+            tag=tag,
+        )
+    clips = []
+    for plan in window:
+        dest = stage / plan.name
+        try:
+            if dest.is_file():
+                clips.append(_encoded(job, plan, dest))
+                continue
+        except ToolFailedError:
+            dest.unlink()
+        clips.append(_cut(job, replace(plan, copy=False), stage))
+    return clips
+
+
 def _cut_all(job: _Job, stage: Path, progress: ProgressFn | None) -> list[ClipFile]:
-    """Cut every planned clip into ``stage`` on a thread pool; the clips in index order."""
+    """Cut every planned clip into ``stage``: copies one by one, re-encodes in one pass per
+    window of consecutive clips, all on a thread pool; the clips in index order."""
     plans = job.plans
     clips: list[ClipFile] = []
-    # Work on the longest clips first so the pool's tail is short.
-    order = sorted(plans, key=lambda p: -(p.end - p.start))
+    to_encode = [p for p in plans if not p.copy]
+    by_start = {p.start: p for p in to_encode}
+    windows = plan_runs(
+        [Piece(p.start, p.end, p.name) for p in to_encode], job.workers, WINDOW_MAX_FRAMES
+    )
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=job.workers, thread_name_prefix="split"
     )
     try:
-        futures = [pool.submit(_cut, job, plan, stage) for plan in order]
+        futures = [
+            pool.submit(_encode_window, job, [by_start[p.start] for p in w], stage, f"w{k}")
+            for k, w in enumerate(windows)
+        ]
+        # Copies are cheap: after the encodes, longest first so the pool's tail is short.
+        copies = sorted((p for p in plans if p.copy), key=lambda p: -(p.end - p.start))
+        futures += [pool.submit(lambda p: [_cut(job, p, stage)], plan) for plan in copies]
         done_frames = 0
         all_frames = sum(p.end - p.start for p in plans)
         for fut in concurrent.futures.as_completed(futures):
-            clip = fut.result()
-            clips.append(clip)
-            done_frames += clip.frame_count
+            for clip in fut.result():
+                clips.append(clip)
+                done_frames += clip.frame_count
             if progress:
-                progress(
-                    done_frames / all_frames, f"clip {len(clips)}/{len(plans)} ({clip.method})"
-                )
+                progress(done_frames / all_frames, f"{len(clips)}/{len(plans)} clips cut")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     clips.sort(key=lambda c: c.index)

@@ -47,6 +47,27 @@ def fps_filter_frames(clip_frames: int, clip_fps: Fraction, rate: Fraction) -> i
     return math.floor(Fraction(clip_frames) * rate / clip_fps + Fraction(1, 2))
 
 
+def sprite_frame_indices(clip_frames: int, clip_fps: Fraction, rate: Fraction) -> list[int]:
+    """The clip frame each tile shows: what ffmpeg's ``fps=rate`` filter picks on a CFR clip.
+
+    The filter rounds each frame's time to its output clock (to nearest, halves away from zero)
+    and fills output tick k with the last frame whose rounded time is <= k; past the last frame
+    it repeats it up to the rounded end (:func:`fps_filter_frames` tiles in all). Computing the
+    choice lets one decode serve many clips with a ``select`` instead of an ``fps`` filter per
+    clip (which, fed a trimmed stream, runs on to the end of the source).
+    """
+    n = fps_filter_frames(clip_frames, clip_fps, rate)
+    step = rate / clip_fps
+    rounded = [math.floor(i * step + Fraction(1, 2)) for i in range(clip_frames)]
+    picks: list[int] = []
+    i = 0
+    for k in range(max(1, n)):
+        while i + 1 < clip_frames and rounded[i + 1] <= k:
+            i += 1
+        picks.append(i)
+    return picks
+
+
 def _rate(value: float | Fraction) -> Fraction:
     return Fraction(value).limit_denominator(1001)
 

@@ -8,7 +8,9 @@ tool's own last words, and all file outputs go through :func:`atomic_path` /
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +29,28 @@ def ffmpeg_bin() -> str:
 def ffprobe_bin() -> str:
     """The ffprobe executable: ``$HEATERS_FFPROBE`` if set, else ``ffprobe`` (read at each call)."""
     return os.environ.get("HEATERS_FFPROBE", "ffprobe")
+
+
+_STARTED = itertools.count()
+_started_last = 0
+
+
+def note_process() -> None:
+    """Count one external process started (for the pipeline's accounting)."""
+    global _started_last
+    _started_last = next(_STARTED) + 1
+
+
+def processes_started() -> int:
+    """External processes started by this Python process so far (ffmpeg, ffprobe)."""
+    return _started_last
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory so far, in MiB: this process and its largest waited-for child."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"python": round(own, 1), "largest_child": round(child, 1)}
 
 
 def require_tool(name: str) -> str:
@@ -50,6 +74,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool, returning its completed process; a non-zero exit raises ToolFailedError."""
     require_tool(cmd[0])
+    note_process()
     try:
         proc = subprocess.run(
             list(cmd),

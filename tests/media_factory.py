@@ -162,6 +162,33 @@ EDIT_LOOKS = [
 ]
 
 
+def _edit_pieces(
+    segments: int, seed: int, min_len: int, max_len: int, source_frames: int
+) -> list[tuple[int, int]]:
+    """(start in the shot, length) of each piece: a function of the seed alone."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = []
+    for _ in range(segments):
+        n = rng.randint(min_len, min(max_len, source_frames))
+        pieces.append((rng.randint(0, source_frames - n), n))
+    return pieces
+
+
+def edited_cuts(
+    segments: int = 12,
+    seed: int = 7,
+    min_len: int = 30,
+    max_len: int = 100,
+    source_frames: int = 132,
+) -> list[int]:
+    """The cut frames :func:`make_edited_footage` will produce with these arguments, known
+    before encoding (to choose a key-frame interval that puts no key frame on a cut)."""
+    pieces = _edit_pieces(segments, seed, min_len, max_len, source_frames)
+    return cut_frames_of([n for _, n in pieces])
+
+
 def make_edited_footage(
     path: str | Path,
     source: str | Path,
@@ -185,14 +212,9 @@ def make_edited_footage(
     the key-frame interval instead (key frames only every ``gop`` frames, none for scene cuts),
     as in footage re-encoded by a platform; the same ``seed`` gives the same pieces either way.
     """
-    import random
-
-    rng = random.Random(seed)
     w, h = size
     chains, lengths = [], []
-    for k in range(segments):
-        n = rng.randint(min_len, min(max_len, source_frames))
-        start = rng.randint(0, source_frames - n)
+    for k, (start, n) in enumerate(_edit_pieces(segments, seed, min_len, max_len, source_frames)):
         look = EDIT_LOOKS[k % len(EDIT_LOOKS)].format(w=w, h=h)
         chains.append(
             f"[s{k}]trim=start_frame={start}:end_frame={start + n},setpts=PTS-STARTPTS,"

@@ -3,13 +3,13 @@
 A run covers one video partition or a range of them (``context.partition_keys``) and processes
 the clips of those videos that each step can start from (or all of them with ``overwrite``), so
 a backfill over the library is one run per ``VIDEOS_PER_MEDIA_RUN`` videos. One op makes both
-assets (they are computed from the same clips, one after the other; a subset, e.g. only
-``keyframes``, runs only that step). One failing clip is marked failed and the others still
+assets from one decode of each video's source (``heaters_resources.steps.artifacts``; a subset,
+e.g. only ``keyframes``, makes only that artifact, still in one pass). One failing clip is marked failed and the others still
 complete; each video whose clips all succeeded gets its own materialization
 (``heaters_assets.materializations``), then the run fails naming the failures.
 """
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -22,6 +22,7 @@ from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.store import keys
 
 KEYFRAMES = dg.AssetKey(names.KEYFRAMES_ASSET)
 SPRITE_SHEET = dg.AssetKey(names.SPRITE_SHEET_ASSET)
@@ -86,50 +87,59 @@ def clip_artifacts(
 ) -> Iterator[Any]:
     db, store = database.get_database(), object_store.get_store()
     selected = context.selected_asset_keys
+    videos = video_ids(context)
+    kf_clips = (
+        steps.clips_of_videos(db, videos, steps.start_states("start_keyframing", config.overwrite))
+        if KEYFRAMES in selected
+        else []
+    )
+    sp_clips = (
+        steps.clips_of_videos(
+            db, videos, steps.start_states("start_sprite_generation", config.overwrite)
+        )
+        if SPRITE_SHEET in selected
+        else []
+    )
+    # One decode of each source video makes both assets (heaters_resources.steps.artifacts).
+    kf_out, sp_out = steps.make_artifacts(
+        db,
+        store,
+        keyframe_ids=[ident for _, ident in kf_clips],
+        sprite_ids=[ident for _, ident in sp_clips],
+        sprites=SPRITE_SHEET in selected,
+        strategy=config.strategy,
+        sprite=steps.SpriteSettings(config.tile_width, config.max_fps, config.cols),
+        overwrite=config.overwrite,
+        progress=run_log_progress(context, "keyframes + sprites"),
+    )
     failed: list[steps.ClipBatchOutcome] = []
     if KEYFRAMES in selected:
-        clips = steps.clips_of_videos(
-            db, video_ids(context), steps.start_states("start_keyframing", config.overwrite)
+        yield from per_video(
+            context, KEYFRAMES, kf_out, kf_clips, common={"strategy": config.strategy}
         )
-        out = steps.keyframe_clips(
-            db,
-            store,
-            [ident for _, ident in clips],
-            strategy=config.strategy,
-            overwrite=config.overwrite,
-            progress=run_log_progress(context, "keyframes"),
-        )
-        yield from per_video(context, KEYFRAMES, out, clips, common={"strategy": config.strategy})
-        problems = steps.artifact_problems(db, store, out.done, "keyframe")
+        problems = steps.artifact_problems(db, store, kf_out.done, "keyframe")
         yield from _check(context, KEYFRAMES, "keyframes_stored", problems)
-        failed += [out] if out.failed else []
+        failed += [kf_out] if kf_out.failed else []
     if SPRITE_SHEET in selected:
-        out = yield from _sprites(context, config, db, store)
-        failed += [out] if out.failed else []
+        # Clips keyframed in this run got their sprite in it too.
+        clips = sorted(
+            set(sp_clips) | set(kf_clips), key=lambda c: keys.parse_clip_identifier(c[1])
+        )
+        yield from _sprite_events(context, config, db, store, sp_out, clips)
+        failed += [sp_out] if sp_out.failed else []
     for out in failed:
         out.raise_for_failures()
 
 
-def _sprites(
+def _sprite_events(
     context: dg.AssetExecutionContext,
     config: ClipArtifactsConfig,
     db: Any,
     store: Any,
-) -> Generator[Any, None, steps.ClipBatchOutcome]:
-    """The sprite step; returns its outcome after yielding its events."""
-    clips = steps.clips_of_videos(
-        db, video_ids(context), steps.start_states("start_sprite_generation", config.overwrite)
-    )
-    out = steps.sprite_clips(
-        db,
-        store,
-        [ident for _, ident in clips],
-        tile_width=config.tile_width,
-        max_fps=config.max_fps,
-        cols=config.cols,
-        overwrite=config.overwrite,
-        progress=run_log_progress(context, "sprites"),
-    )
+    out: steps.ClipBatchOutcome,
+    clips: list[tuple[int, str]],
+) -> Iterator[Any]:
+    """The sprite asset's per-video materializations (with a preview) and its check."""
     # Each video's preview is the sprite of its own first finished clip.
     first_done: dict[int, str] = {}
     done = set(out.done)
@@ -144,4 +154,3 @@ def _sprites(
     yield from per_video(context, SPRITE_SHEET, out, clips, common=params, extra=previews)
     problems = steps.artifact_problems(db, store, out.done, "sprite_sheet")
     yield from _check(context, SPRITE_SHEET, "sprite_matches_image", problems)
-    return out

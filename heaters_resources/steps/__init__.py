@@ -18,6 +18,12 @@ module (``heaters_resources.steps.embeddings``): it is the only one that may loa
 
 from __future__ import annotations
 
+from heaters_resources.steps.artifacts import (
+    SpriteSettings,
+    keyframe_clips,
+    make_artifacts,
+    sprite_clips,
+)
 from heaters_resources.steps.checks import (
     artifact_problems,
     embedding_problems,
@@ -28,8 +34,6 @@ from heaters_resources.steps.clips import (
     ClipBatchOutcome,
     clips_by_identifier,
     clips_of_videos,
-    keyframe_clips,
-    sprite_clips,
     sprite_params,
     start_states,
 )
@@ -63,6 +67,7 @@ __all__ = [
     "PurgeOutcome",
     "ReviewJobOutcome",
     "SpliceOutcome",
+    "SpriteSettings",
     "StepFailedError",
     "artifact_problems",
     "clip_identifiers_of_video",
@@ -77,6 +82,7 @@ __all__ = [
     "ingest_source_path",
     "ingest_source_video",
     "keyframe_clips",
+    "make_artifacts",
     "playable_key",
     "purge_archived_clips",
     "scratch_dir",

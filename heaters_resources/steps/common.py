@@ -32,8 +32,15 @@ class StepFailedError(Exception):
         super().__init__(f"{step} failed for {len(failures)} item(s): {listing}")
 
 
+class ArtifactsFailedError(Exception):
+    """A shared decode pass could not make one clip's artifact; the message is the pass's own
+    stored reason (already ``kind: message``), kept as it is."""
+
+
 def describe_error(exc: BaseException) -> str:
     """The reason stored in a ``*_failed`` state: the typed kind and the message."""
+    if isinstance(exc, ArtifactsFailedError):
+        return str(exc)
     if isinstance(exc, MediaError):
         return f"{exc.kind}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"

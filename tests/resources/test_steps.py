@@ -1,4 +1,4 @@
-"""Processing steps end to end on a real Postgres (pgserver) and both object stores."""
+"""Processing steps end to end on a real Postgres (embedded) and both object stores."""
 
 from __future__ import annotations
 
@@ -94,17 +94,37 @@ def test_clip_steps_skip_clips_in_the_wrong_state(db: Database, local_store: Obj
 
 
 def test_clip_failure_is_isolated(db: Database, local_store: ObjectStore) -> None:
-    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
-    steps.ingest_source_video(db, local_store, vid)
-    spliced = steps.splice_source_video(db, local_store, vid)
-    victim = states.get_clip(db, spliced.clip_ids[0])
+    """Clips made in review are decoded from their own file: a damaged one fails alone while
+    the clips cut from the source (one shared decode) complete."""
+    _, spliced = _full_run(db, local_store, str(SAMPLE_VIDEO))
+    states.request_merge(db, spliced.clip_ids[1])
+    merged = steps.execute_merge(db, local_store, spliced.clip_ids[:2])
+    victim = states.get_clip(db, merged.new_clip_ids[0])
     local_store.path(victim.storage_key).write_bytes(b"garbage")
-    out = steps.keyframe_clips(db, local_store, spliced.identifiers)
+    live = [victim.identifier, *spliced.identifiers[2:]]
+    out = steps.keyframe_clips(db, local_store, live, overwrite=True)
     assert list(out.failed) == [victim.identifier]
-    assert len(out.done) == len(spliced.identifiers) - 1
+    assert "corrupt" in out.failed[victim.identifier] or "invalid" in out.failed[victim.identifier]
+    assert sorted(out.done) == sorted(spliced.identifiers[2:])
     assert states.get_clip(db, victim.id).state == "keyframing_failed"
     with pytest.raises(steps.StepFailedError):
         out.raise_for_failures()
+
+
+def test_missing_source_fails_only_its_clips(db: Database, local_store: ObjectStore) -> None:
+    """The shared decode needs the video's source: without it every clip of that video fails
+    with the reason stored, and nothing is recorded for them."""
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+    video = states.get_source_video(db, vid)
+    local_store.path(steps.playable_key(video)).unlink()
+    kf, sp = steps.make_artifacts(db, local_store, keyframe_ids=spliced.identifiers, sprites=True)
+    assert sorted(kf.failed) == sorted(spliced.identifiers) and not kf.done
+    assert not sp.done and not sp.failed  # never keyframed, so no sprite step started
+    assert all("not_found" in r or "NotFound" in r for r in kf.failed.values())
+    with db.session() as s:
+        assert not s.scalar(select(func.count()).select_from(ClipArtifact))
 
 
 def test_merge_and_split_jobs(db: Database, local_store: ObjectStore) -> None:

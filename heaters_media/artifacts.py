@@ -1,0 +1,512 @@
+"""Keyframes and sprite sheets of many clips from one decode of their source video.
+
+Cutting a video makes clip files, and the first engine decoded each clip file again, once for its
+keyframes and once for its sprite: two decodes and two process start-ups per clip. Here a clip is
+just the frame range ``[start, end)`` of the source, and every consumer of a clip (keyframes,
+sprite, and any later one) is a branch of one ffmpeg filter graph fed by a single decode:
+
+    source --decode--> split --trim(clip 0)--> split --> select(25/50/75 %) -> JPEGs
+                             |                       \\-> fps -> scale -> tile -> sprite JPEG
+                             \\--trim(clip 1)--> ...
+
+A branch trims its clip out of the stream and restarts its timestamps at zero (``setpts``), so
+its filters see exactly what they saw on the clip file: same frame numbers, same timestamps,
+hence the same keyframe indices and the same sprite tiles as :func:`extract_keyframes` and
+:func:`make_sprite`, without the clip file (tested against both).
+
+The clips are processed in *windows* of consecutive clips; a window's ffmpeg seeks straight to
+the key frame at or before its first clip (nothing before it is decoded), so windows decode
+side by side on several cores and the whole video is still decoded about once. A consumer is a
+small class behind :class:`Consumer` (the way PySceneDetect's detectors and video2dataset's
+subsamplers are): it contributes a filter chain and ffmpeg outputs for each clip, then reads what
+ffmpeg wrote.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+from heaters_media.errors import CorruptMediaError, InvalidInputError, MediaError
+from heaters_media.keyframes import STRATEGIES, Keyframe, KeyframesResult, keyframe_positions
+from heaters_media.probe import Packets, ProbeResult, probe_video, read_packets
+from heaters_media.progress import ProgressFn
+from heaters_media.results import Result
+from heaters_media.sprite import (
+    JPEG_MAX_DIMENSION,
+    SpriteResult,
+    plan_sprite,
+    sprite_frame_indices,
+)
+from heaters_media.tools import existing_file, ffmpeg_cmd, run
+
+#: A window's ffmpeg gets at most this many clips (each clip is a few filters and outputs).
+MAX_CLIPS_PER_WINDOW = 48
+#: Bytes a window's ffmpeg may keep for its clips' outputs (sprite canvases and JPEG encoders
+#: stay allocated until the window ends: ~7 bytes per sheet pixel, measured).
+WINDOW_MEMORY_BUDGET = 320 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ClipRange:
+    """Frames ``[start, end)`` of the source; ``name`` names its outputs (a clip file's stem)."""
+
+    index: int
+    start: int
+    end: int
+    name: str
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class Source:
+    """What every consumer needs to know about the source video."""
+
+    path: Path
+    info: ProbeResult
+    fps: Fraction
+
+
+@dataclass
+class Branch:
+    """A consumer's part of the graph for one clip: a chain from ``[in]`` to named outputs."""
+
+    chain: str  # filters reading the clip's stream, ending in one or more ``[label]`` pads
+    outputs: list[tuple[str, list[str]]]  # (pad label, ffmpeg output options incl. path)
+
+
+class Consumer(Protocol):
+    """One kind of artifact made from each clip's frames."""
+
+    name: str
+
+    def branch(self, src: Source, clip: ClipRange, folder: Path, pad: str) -> Branch:
+        """Filters and outputs for ``clip`` writing into ``folder``; pads are prefixed ``pad``."""
+        ...
+
+    def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> Any:
+        """Check what ffmpeg wrote into ``folder``, move it into ``out_dir``, describe it."""
+        ...
+
+    def memory(self, src: Source, clip: ClipRange) -> int:
+        """Bytes ffmpeg keeps for this clip's outputs until its window ends (an estimate)."""
+        ...
+
+
+# --------------------------------------------------------------------------------- consumers
+
+
+@dataclass
+class KeyframeConsumer:
+    """JPEG frames at the strategy's positions (``<name>_<strategy>_<pct>.jpg``)."""
+
+    strategy: str = "multi"
+    quality: int = 2
+    name: str = "keyframes"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidInputError(
+                f"unknown keyframe strategy {self.strategy!r}; use one of "
+                f"{', '.join(sorted(STRATEGIES))}"
+            )
+        if not 1 <= self.quality <= 31:
+            raise InvalidInputError(f"quality must be within 1..31, got {self.quality}")
+
+    def _wanted(self, clip: ClipRange) -> list[int]:
+        return sorted({idx for _, idx in keyframe_positions(clip.frames, self.strategy)})
+
+    def branch(self, src: Source, clip: ClipRange, folder: Path, pad: str) -> Branch:
+        wanted = self._wanted(clip)
+        select = "+".join(f"eq(n\\,{i})" for i in wanted)
+        pattern = str(folder).replace("%", "%%") + "/kf_%d.jpg"
+        opts = ["-fps_mode", "passthrough", "-frames:v", str(len(wanted)), "-q:v"]
+        opts += [str(self.quality), "-start_number", "0", "-f", "image2", pattern]
+        return Branch(f"select={select}[{pad}]", [(pad, opts)])
+
+    def memory(self, src: Source, clip: ClipRange) -> int:
+        # A JPEG encoder and a frame pool at full size for each keyframe output.
+        return 4 * src.info.width * src.info.height
+
+    def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> KeyframesResult:
+        wanted = self._wanted(clip)
+        decoded = {idx: folder / f"kf_{k}.jpg" for k, idx in enumerate(wanted)}
+        missing = [i for i, p in decoded.items() if not p.is_file() or p.stat().st_size == 0]
+        if missing:
+            raise CorruptMediaError(
+                f"{src.path.name}: could not decode frame(s) {missing} of clip {clip.name}",
+                path=str(src.path),
+                frames=[clip.start + i for i in missing],
+            )
+        keyframes = []
+        for pct, idx in keyframe_positions(clip.frames, self.strategy):
+            dest = out_dir / f"{clip.name}_{self.strategy}_{pct}.jpg"
+            shutil.copyfile(decoded[idx], dest)
+            keyframes.append(
+                Keyframe(
+                    path=str(dest),
+                    pct=pct,
+                    frame_index=idx,
+                    timestamp=round(idx / float(src.fps), 6),
+                )
+            )
+        return KeyframesResult(
+            clip=clip.name,
+            strategy=self.strategy,
+            fps=src.info.fps,
+            frame_count=clip.frames,
+            width=src.info.width,
+            height=src.info.height,
+            keyframes=keyframes,
+        )
+
+
+@dataclass
+class SpriteConsumer:
+    """A sprite sheet (``sprite.jpg``) and its metadata (``sprite.json``) like make_sprite."""
+
+    tile_width: int = 480
+    max_fps: float = 24.0
+    cols: int = 5
+    quality: int = 4
+    max_height: int = JPEG_MAX_DIMENSION
+    name: str = "sprite"
+
+    def __post_init__(self) -> None:
+        if self.tile_width < 2 or self.cols < 1 or not self.max_fps > 0:
+            raise InvalidInputError("need tile_width >= 2, cols >= 1 and max_fps > 0")
+        if not 1 <= self.quality <= 31:
+            raise InvalidInputError(f"quality must be within 1..31, got {self.quality}")
+        if not 2 <= self.max_height <= JPEG_MAX_DIMENSION:
+            raise InvalidInputError(f"max_height must be within 2..{JPEG_MAX_DIMENSION}")
+        self.tile_width -= self.tile_width % 2
+
+    def plan(self, src: Source, clip: ClipRange) -> tuple[SpriteResult, Fraction]:
+        """The sheet :func:`make_sprite` would make of this clip, and its sampling rate."""
+        info = src.info
+        if info.width <= 0 or info.height <= 0:
+            raise InvalidInputError(f"{src.path.name} has no frame size")
+        tile_height = max(2, 2 * round(self.tile_width * info.height / info.width / 2))
+        rate, n, cols, rows = plan_sprite(
+            clip.frames,
+            src.fps,
+            tile_width=self.tile_width,
+            tile_height=tile_height,
+            max_fps=self.max_fps,
+            cols=self.cols,
+            max_height=self.max_height,
+        )
+        width = cols * self.tile_width
+        if width > JPEG_MAX_DIMENSION:
+            raise InvalidInputError(
+                f"sprite would be {width} px wide (JPEG limit {JPEG_MAX_DIMENSION}); use fewer "
+                "cols or narrower tiles"
+            )
+        result = SpriteResult(
+            path="sprite.jpg",
+            json_path="sprite.json",
+            clip=clip.name,
+            cols=cols,
+            rows=rows,
+            tile_width=self.tile_width,
+            tile_height=tile_height,
+            frame_count=n,
+            sprite_fps=round(float(rate), 6),
+            sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
+            clip_fps=info.fps,
+            clip_frame_count=clip.frames,
+            duration=round(clip.frames / float(src.fps), 6),
+            width=width,
+            height=rows * tile_height,
+        )
+        return result, rate
+
+    def branch(self, src: Source, clip: ClipRange, folder: Path, pad: str) -> Branch:
+        result, rate = self.plan(src, clip)
+        # The frames make_sprite's ``fps`` filter would pick, chosen by number: an ``fps``
+        # filter per clip in one graph is slow and, fed a trimmed stream, keeps producing
+        # frames up to the end of the source (gigabytes in a window of many clips).
+        # ``nb_frames`` makes ``tile`` emit the sheet on its last tile (the rest of the grid
+        # black, as make_sprite's end-of-stream flush) instead of holding its canvas until
+        # ffmpeg asks that output for a frame, which may be the end of the window.
+        picks = sprite_frame_indices(clip.frames, src.fps, rate)
+        select = "+".join(f"eq(n\\,{i})" for i in sorted(set(picks)))
+        chain = (
+            f"select={select},scale={result.tile_width}:{result.tile_height}:flags=bicubic,"
+            f"setsar=1,tile={result.cols}x{result.rows}:nb_frames={result.frame_count}[{pad}]"
+        )
+        opts = ["-frames:v", "1", "-q:v", str(self.quality), "-update", "1", "-f", "image2"]
+        return Branch(chain, [(pad, [*opts, str(folder / "sprite.jpg")])])
+
+    def memory(self, src: Source, clip: ClipRange) -> int:
+        result, _ = self.plan(src, clip)
+        return 7 * result.width * result.height
+
+    def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> SpriteResult:
+        result, rate = self.plan(src, clip)
+        made = folder / "sprite.jpg"
+        if not made.is_file() or made.stat().st_size == 0:
+            raise CorruptMediaError(
+                f"{src.path.name}: no sprite for clip {clip.name}", path=str(src.path)
+            )
+        image, meta_path = out_dir / "sprite.jpg", out_dir / "sprite.json"
+        shutil.copyfile(made, image)
+        result.path, result.json_path = str(image), str(meta_path)
+        meta = {k: v for k, v in result.to_dict().items() if k not in ("status", "json_path")}
+        meta["image"] = image.name
+        meta["tile_seconds"] = round(1 / float(rate), 6)
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        return result
+
+
+# ------------------------------------------------------------------------------------ windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """Consecutive clips decoded by one ffmpeg, from the key frame ``first`` (at ``seek`` s)."""
+
+    clips: tuple[ClipRange, ...]
+    first: int
+    seek: float | None
+
+
+def plan_windows(
+    clips: Sequence[ClipRange],
+    pk: Packets | None,
+    parts: int,
+    max_clips: int,
+    *,
+    cost: Callable[[ClipRange], int] | None = None,
+    budget: int = WINDOW_MEMORY_BUDGET,
+) -> list[Window]:
+    """Group clips (by start) into about ``parts`` windows of similar frame counts.
+
+    A window also closes at ``max_clips`` clips or when the memory its ffmpeg keeps per clip
+    (``cost``: bytes, see :meth:`Consumer.memory`) would pass ``budget``: ffmpeg frees a
+    branch's buffers only when the whole window ends. Without usable packets (``pk`` None)
+    every window decodes from the start of the file: still one process per window, but no
+    seek that could land on the wrong frame.
+    """
+    ordered = sorted(clips, key=lambda c: c.start)
+    total = sum(c.frames for c in ordered) or 1
+    share = max(1, math.ceil(total / max(1, parts)))
+    groups: list[list[ClipRange]] = [[]]
+    frames = held = 0
+    for clip in ordered:
+        need = cost(clip) if cost is not None else 0
+        full = frames >= share or len(groups[-1]) >= max_clips or held + need > budget
+        if groups[-1] and full:
+            groups.append([])
+            frames = held = 0
+        groups[-1].append(clip)
+        frames += clip.frames
+        held += need
+    keys = [i for i, k in enumerate(pk.keys) if k] if pk is not None else []
+    windows = []
+    for group in groups:
+        start = group[0].start
+        first = max((k for k in keys if k <= start), default=0)
+        seek = None
+        if pk is not None and first > 0:
+            # Half a millisecond past the key frame: the backward seek lands exactly on it.
+            seek = float(pk.time(first)) + 0.0005
+        windows.append(Window(tuple(group), first, seek))
+    return windows
+
+
+def _window_command(
+    src: Source, win: Window, consumers: Sequence[Consumer], folder: Path
+) -> list[str]:
+    """One ffmpeg command: decode from the window's key frame, one branch per clip x consumer."""
+    lines = [f"[0:v]split={len(win.clips)}" + "".join(f"[c{i}]" for i in range(len(win.clips)))]
+    outputs: list[str] = []
+    for i, clip in enumerate(win.clips):
+        a, b = clip.start - win.first, clip.end - win.first
+        pads = [f"c{i}_{j}" for j in range(len(consumers))]
+        fan = f"split={len(consumers)}" + "".join(f"[{p}]" for p in pads)
+        lines.append(f"[c{i}]trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS,{fan}")
+        for j, consumer in enumerate(consumers):
+            sub = folder / f"{i}" / consumer.name
+            sub.mkdir(parents=True, exist_ok=True)
+            br = consumer.branch(src, clip, sub, f"o{i}_{j}")
+            lines.append(f"[{pads[j]}]{br.chain}")
+            for label, opts in br.outputs:
+                outputs += ["-map", f"[{label}]", *opts]
+    script = folder / "graph.txt"
+    script.write_text(";\n".join(lines) + "\n")
+    args: list[str] = []
+    if win.seek is not None:
+        args += ["-noaccurate_seek", "-ss", f"{win.seek:.6f}"]
+    args += ["-i", str(src.path), "-filter_complex_script", str(script), *outputs]
+    return ffmpeg_cmd(*args)
+
+
+@dataclass
+class ClipArtifacts(Result):
+    """What the consumers made of one clip (``None`` where the clip failed)."""
+
+    index: int
+    name: str
+    start_frame: int
+    end_frame: int
+    keyframes: KeyframesResult | None = None
+    sprite: SpriteResult | None = None
+    error: str | None = None
+
+
+@dataclass
+class ArtifactsResult(Result):
+    source: str
+    clips: list[ClipArtifacts] = field(default_factory=list)
+    windows: int = 0
+    processes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[ClipArtifacts]:
+        return [c for c in self.clips if c.error is not None]
+
+
+def _run_window(
+    src: Source, win: Window, consumers: Sequence[Consumer], out_dir: Path
+) -> list[ClipArtifacts]:
+    """Decode one window and collect every clip's artifacts into ``out_dir/<clip name>/``."""
+    with tempfile.TemporaryDirectory(prefix=".window-", dir=out_dir) as tmp:
+        folder = Path(tmp)
+        run(
+            _window_command(src, win, consumers, folder),
+            what=f"artifacts of frames [{win.clips[0].start}, {win.clips[-1].end}) of "
+            f"{src.path.name}",
+        )
+        done = []
+        for i, clip in enumerate(win.clips):
+            dest = out_dir / clip.name
+            dest.mkdir(parents=True, exist_ok=True)
+            made = ClipArtifacts(clip.index, clip.name, clip.start, clip.end)
+            for consumer in consumers:
+                value = consumer.collect(src, clip, folder / f"{i}" / consumer.name, dest)
+                setattr(made, consumer.name, value)
+            done.append(made)
+        return done
+
+
+def _validate(clips: Sequence[ClipRange], frame_count: int) -> None:
+    names = [c.name for c in clips]
+    if len(set(names)) != len(names):
+        raise InvalidInputError("clip names must be unique")
+    for c in clips:
+        if not 0 <= c.start < c.end <= frame_count:
+            raise InvalidInputError(
+                f"clip {c.name} [{c.start}, {c.end}) is not inside the video's {frame_count} frames"
+            )
+        if not c.name or "/" in c.name or c.name.startswith("."):
+            raise InvalidInputError(f"bad clip name {c.name!r}")
+
+
+def make_clip_artifacts(
+    source: str | os.PathLike[str],
+    clips: Sequence[ClipRange],
+    out_dir: str | os.PathLike[str],
+    *,
+    keyframes: KeyframeConsumer | None = None,
+    sprite: SpriteConsumer | None = None,
+    workers: int | None = None,
+    max_clips_per_window: int = MAX_CLIPS_PER_WINDOW,
+    progress: ProgressFn | None = None,
+) -> ArtifactsResult:
+    """Keyframes and/or sprites of ``clips`` (frame ranges of ``source``) from one decode.
+
+    Each clip's files land in ``out_dir/<clip name>/``. A window whose decode fails is retried
+    clip by clip, so a damaged stretch of the source fails only the clips it holds; those come
+    back with ``error`` set rather than raising (the caller records them per clip).
+    """
+    started = time.monotonic()
+    consumers: list[Consumer] = [c for c in (keyframes, sprite) if c is not None]
+    if not consumers:
+        raise InvalidInputError("nothing to make: ask for keyframes, a sprite or both")
+    path = existing_file(source)
+    info = probe_video(path)
+    _validate(clips, info.frame_count)
+    src = Source(path, info, Fraction(info.fps_fraction))
+    try:
+        pk: Packets | None = read_packets(path, what=f"reading packets of {path.name}")
+    except MediaError:
+        pk = None
+    if pk is not None and (pk.discard or len(pk.pts) != info.frame_count or info.is_vfr):
+        pk = None  # frame n of a seek could not be trusted to be source frame first + n
+    workers = workers or max(1, min(4, os.cpu_count() or 2))
+    windows = plan_windows(
+        clips,
+        pk,
+        workers,
+        max_clips_per_window,
+        cost=lambda c: sum(consumer.memory(src, c) for consumer in consumers),
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ArtifactsResult(source=str(path), windows=len(windows))
+    done_frames, total = 0, sum(c.frames for c in clips) or 1
+    lock = threading.Lock()
+
+    def decode(win: Window) -> list[ClipArtifacts]:
+        with lock:
+            result.processes += 1
+        return _run_window(src, win, consumers, out)
+
+    def one(win: Window) -> list[ClipArtifacts]:
+        try:
+            return decode(win)
+        except MediaError:
+            if len(win.clips) == 1:
+                raise
+        # Retry clip by clip: only the clips whose own frames fail to decode fail.
+        made = []
+        for clip in win.clips:
+            single = plan_windows([clip], pk, 1, 1)[0]
+            try:
+                made += decode(single)
+            except MediaError as exc:
+                made.append(
+                    ClipArtifacts(clip.index, clip.name, clip.start, clip.end, error=str(exc))
+                )
+        return made
+
+    def guarded(win: Window) -> list[ClipArtifacts]:
+        try:
+            return one(win)
+        except MediaError as exc:
+            return [
+                ClipArtifacts(c.index, c.name, c.start, c.end, error=str(exc)) for c in win.clips
+            ]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for made in pool.map(guarded, windows):
+            result.clips += made
+            done_frames += sum(c.end_frame - c.start_frame for c in made)
+            if progress:
+                progress(done_frames / total, f"artifacts: {len(result.clips)}/{len(clips)} clips")
+    result.clips.sort(key=lambda c: c.index)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def clip_ranges(
+    pairs: Sequence[tuple[int, int]], names: Callable[[int, int, int], str]
+) -> list[ClipRange]:
+    """ClipRanges of ``(start, end)`` pairs, named by ``names(index, start, end)``."""
+    return [ClipRange(k, s, e, names(k, s, e)) for k, (s, e) in enumerate(pairs)]

@@ -1,0 +1,282 @@
+"""Keyframes and sprite sheets of many clips from one decode of each source video.
+
+A run over video partitions used to fetch every clip file and decode it twice (keyframes, then
+sprite). Here the clips of one video are frame ranges of its playable source, fetched once and
+decoded once for both artifacts (:func:`heaters_media.artifacts.make_clip_artifacts`). Clips made
+in review (merge, split) have parents and may not be one stretch of the source (a merge can
+join clips around a gap): those are decoded from their own file, with the same code.
+
+The state machine is unchanged: keyframing starts before the pass and completes after it; the
+sprite step starts for clips already keyframed before the pass and for the just-keyframed ones
+after it, so a sprite is never recorded for a clip without keyframes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from heaters_media.artifacts import (
+    ClipArtifacts,
+    ClipRange,
+    KeyframeConsumer,
+    SpriteConsumer,
+    make_clip_artifacts,
+)
+from heaters_media.keyframes import KeyframesResult
+from heaters_media.progress import ProgressFn
+from heaters_media.sprite import SpriteResult
+from heaters_resources import states
+from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip
+from heaters_resources.errors import HeatersStateError, NotFoundError
+from heaters_resources.steps.clips import ClipBatchOutcome, clips_by_identifier, sprite_params
+from heaters_resources.steps.common import (
+    ArtifactsFailedError,
+    describe_error,
+    fail_step,
+    fetch,
+    scratch_dir,
+)
+from heaters_resources.steps.videos import playable_key
+from heaters_resources.store import keys
+from heaters_resources.store.cleanup import purge_scheduled_deletions
+from heaters_resources.store.objects import ObjectStore
+
+
+@dataclass
+class SpriteSettings:
+    tile_width: int = 480
+    max_fps: float = 24.0
+    cols: int = 5
+
+
+def _decode_groups(
+    db: Database, clips: Sequence[Clip]
+) -> list[tuple[Callable[[], str], list[tuple[Clip, ClipRange]]]]:
+    """(the object key to decode, [(clip, its frame range in that object)]) groups: one per
+    source video for clips cut from it, one per clip for clips made in review. Keys are
+    resolved lazily so a video without a stored file fails only its own clips."""
+    by_video: dict[int, list[Clip]] = defaultdict(list)
+    groups: list[tuple[Callable[[], str], list[tuple[Clip, ClipRange]]]] = []
+    for clip in clips:
+        if clip.parent_clip_ids:
+            frames = clip.end_frame - clip.start_frame
+            groups.append(
+                (partial(_clip_key, clip), [(clip, ClipRange(0, 0, frames, clip.identifier))])
+            )
+        else:
+            by_video[clip.source_video_id].append(clip)
+    for video_id, members in by_video.items():
+        ranges = [
+            (c, ClipRange(k, c.start_frame, c.end_frame, c.identifier))
+            for k, c in enumerate(members)
+        ]
+        groups.append((partial(_video_key, db, video_id), ranges))
+    return groups
+
+
+def _clip_key(clip: Clip) -> str:
+    if not clip.storage_key:
+        raise NotFoundError(f"clip {clip.identifier} has no stored file")
+    return clip.storage_key
+
+
+def _video_key(db: Database, video_id: int) -> str:
+    return playable_key(states.get_source_video(db, video_id))
+
+
+def _keyframe_specs(
+    store: ObjectStore, clip: Clip, result: KeyframesResult
+) -> list[states.ArtifactSpec]:
+    specs = []
+    for kf in result.keyframes:
+        key = keys.keyframe_key(clip.source_video_id, clip.identifier, result.strategy, kf.pct)
+        store.upload_file(kf.path, key, content_type="image/jpeg")
+        meta = {
+            "frame_index": kf.frame_index,
+            "timestamp": kf.timestamp,
+            "pct": kf.pct,
+            "width": result.width,
+            "height": result.height,
+        }
+        specs.append(
+            states.ArtifactSpec("keyframe", result.strategy, key, tag=str(kf.pct), meta=meta)
+        )
+    return specs
+
+
+def _sprite_spec(
+    store: ObjectStore, clip: Clip, result: SpriteResult, params: str
+) -> states.ArtifactSpec:
+    key = keys.sprite_key(clip.source_video_id, clip.identifier, params)
+    meta_key = keys.sprite_metadata_key(clip.source_video_id, clip.identifier, params)
+    store.upload_file(result.path, key, content_type="image/jpeg")
+    store.upload_file(result.json_path, meta_key, content_type="application/json")
+    meta = {
+        k: v
+        for k, v in result.to_dict().items()
+        if k not in ("status", "path", "json_path", "clip")
+    }
+    return states.ArtifactSpec("sprite_sheet", params, key, sidecar_key=meta_key, meta=meta)
+
+
+def make_artifacts(
+    db: Database,
+    store: ObjectStore,
+    *,
+    keyframe_ids: Sequence[str] = (),
+    sprite_ids: Sequence[str] = (),
+    sprites: bool = False,
+    strategy: str = "multi",
+    sprite: SpriteSettings | None = None,
+    overwrite: bool = False,
+    workdir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[ClipBatchOutcome, ClipBatchOutcome]:
+    """Keyframes for ``keyframe_ids``; with ``sprites``, sprites for ``sprite_ids`` (clips that
+    are keyframed already) and for every clip keyframed here. One decode per source video.
+
+    Returns the keyframe and sprite outcomes. A clip that cannot start a step is skipped with
+    the reason; a clip whose artifacts fail is marked ``*_failed``; the others carry on.
+    """
+    t0 = time.perf_counter()
+    settings = sprite or SpriteSettings()
+    params = sprite_params(settings.tile_width, settings.max_fps, settings.cols)
+    kf_out, sp_out = ClipBatchOutcome("keyframe"), ClipBatchOutcome("sprite")
+    wanted = list(dict.fromkeys([*keyframe_ids, *(sprite_ids if sprites else ())]))
+    clips = {c.identifier: c for c in clips_by_identifier(db, wanted)}
+
+    kf_started: list[Clip] = []
+    for ident in keyframe_ids:
+        try:
+            states.start_keyframing(db, clips[ident].id, overwrite=overwrite)
+            kf_started.append(clips[ident])
+        except HeatersStateError as exc:
+            kf_out.skipped[ident] = str(exc)
+    sp_started: list[Clip] = []
+    if sprites:
+        for ident in sprite_ids:
+            if ident in keyframe_ids:
+                continue  # its sprite starts once its keyframes are in
+            try:
+                states.start_sprite_generation(db, clips[ident].id, overwrite=overwrite)
+                sp_started.append(clips[ident])
+            except HeatersStateError as exc:
+                sp_out.skipped[ident] = str(exc)
+
+    todo = list({c.identifier: c for c in [*kf_started, *sp_started]}.values())
+    made: dict[str, ClipArtifacts] = {}
+    with scratch_dir(workdir) as tmp:
+        groups = _decode_groups(db, todo)
+        done = 0
+        for n, (key, members) in enumerate(groups):
+            try:
+                local = fetch(store, key(), tmp)
+                result = make_clip_artifacts(
+                    local,
+                    [r for _, r in members],
+                    tmp / f"art-{n}",
+                    keyframes=KeyframeConsumer(strategy) if kf_started else None,
+                    sprite=SpriteConsumer(settings.tile_width, settings.max_fps, settings.cols)
+                    if sprites
+                    else None,
+                )
+                for (clip, _), art in zip(members, result.clips, strict=True):
+                    made[clip.identifier] = art
+            except Exception as exc:
+                for clip, r in members:
+                    made[clip.identifier] = ClipArtifacts(
+                        r.index, r.name, r.start, r.end, error=describe_error(exc)
+                    )
+            done += len(members)
+            if progress:
+                progress(done / max(1, len(todo)), f"artifacts: {done}/{len(todo)} clips")
+
+        for clip in kf_started:
+            art = made[clip.identifier]
+            try:
+                if art.error is not None or art.keyframes is None:
+                    raise ArtifactsFailedError(art.error or "no keyframes were made")
+                specs = _keyframe_specs(store, clip, art.keyframes)
+                kf_out.artifacts += states.complete_keyframing(db, clip.id, specs, store=store)
+                kf_out.done.append(clip.identifier)
+            except Exception as exc:
+                fail_step(db, "clip", clip.id, "keyframe", exc)
+                kf_out.failed[clip.identifier] = describe_error(exc)
+        if sprites:
+            for clip in kf_started:
+                if clip.identifier not in kf_out.done:
+                    continue
+                try:
+                    states.start_sprite_generation(db, clip.id, overwrite=overwrite)
+                    sp_started.append(clip)
+                except HeatersStateError as exc:
+                    sp_out.skipped[clip.identifier] = str(exc)
+        for clip in sp_started:
+            art = made[clip.identifier]
+            try:
+                if art.error is not None or art.sprite is None:
+                    raise ArtifactsFailedError(art.error or "no sprite was made")
+                spec = _sprite_spec(store, clip, art.sprite, params)
+                sp_out.artifacts += states.complete_sprite_generation(
+                    db, clip.id, spec, store=store
+                )
+                sp_out.done.append(clip.identifier)
+            except Exception as exc:
+                fail_step(db, "clip", clip.id, "sprite", exc)
+                sp_out.failed[clip.identifier] = describe_error(exc)
+    purge_scheduled_deletions(db, store)
+    kf_out.seconds = sp_out.seconds = time.perf_counter() - t0
+    return kf_out, sp_out
+
+
+def keyframe_clips(
+    db: Database,
+    store: ObjectStore,
+    identifiers: Sequence[str],
+    *,
+    strategy: str = "multi",
+    overwrite: bool = False,
+    workdir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> ClipBatchOutcome:
+    """spliced -> keyframing -> keyframed for each clip: JPEG keyframes uploaded and recorded."""
+    return make_artifacts(
+        db,
+        store,
+        keyframe_ids=identifiers,
+        strategy=strategy,
+        overwrite=overwrite,
+        workdir=workdir,
+        progress=progress,
+    )[0]
+
+
+def sprite_clips(
+    db: Database,
+    store: ObjectStore,
+    identifiers: Sequence[str],
+    *,
+    tile_width: int = 480,
+    max_fps: float = 24.0,
+    cols: int = 5,
+    overwrite: bool = False,
+    workdir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> ClipBatchOutcome:
+    """keyframed -> generating_sprite -> pending_review: sprite sheet + metadata uploaded."""
+    return make_artifacts(
+        db,
+        store,
+        sprite_ids=identifiers,
+        sprites=True,
+        sprite=SpriteSettings(tile_width, max_fps, cols),
+        overwrite=overwrite,
+        workdir=workdir,
+        progress=progress,
+    )[1]
