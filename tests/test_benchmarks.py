@@ -145,3 +145,30 @@ def test_bench_backfill_runs_over_video_partitions() -> None:
     out = _bench("-m", "benchmarks.bench_backfill", "--clips", "12", "--videos", "3")
     # 12 clips in 3 video partitions: one embedding run (50 videos a run), not 12.
     assert "runs: 1 for 12 clips in 3 videos" in out, out
+
+
+def test_bench_pipeline_runs() -> None:
+    out = _bench("-m", "benchmarks.bench_pipeline", "--minutes", "0.15", "--json")
+    result = _last_json(out)
+    assert len(result["load_before"]) == 3 and len(result["load_after"]) == 3
+    for key in ("plain_decode_s", "pipeline_s", "demo_s", "demo_wall_s"):
+        assert _positive(result[key]), key
+    assert _positive(result["pipeline_vs_decode"]) and _positive(result["demo_vs_pipeline"])
+    # The input is built with no key frame on any cut: nothing can be stream-copied.
+    assert result["clips"] >= 2 and result["clips_copied"] == 0
+    assert set(result["steps_s"]) == {"ingest", "detect_scenes", "split", "artifacts"}
+    assert result["processes"]["total"] == sum(
+        v for k, v in result["processes"].items() if k != "total"
+    )
+    assert _positive(result["peak_rss_mb"]["largest_child"])
+
+
+def test_bench_neardup_runs() -> None:
+    args = ("--n", "3000", "--dim", "32", "--check-recall", "50", "--incremental", "100")
+    out = _bench("benchmarks/bench_neardup.py", *args, "--clips-per-video", "1000", "--loaders")
+    result = _last_json(out)
+    assert result["planted"] >= 2 and result["planted_found"] == result["planted"], result
+    recall = result.get("recall_at_10", result.get("recall"))
+    assert recall is not None and 0.0 <= recall <= 1.0, result
+    inc = result["incremental"]
+    assert inc["planted_found"] == inc["planted_with_new"], inc
