@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import BigInteger, cast, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from heaters_resources import states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding, ReviewEvent, SourceVideo
 from heaters_resources.search import similarity, space
+from heaters_resources.states import review as review_states
 
 UNDOABLE = ("approve", "skip", "archive", "request_merge", "request_split")
 MERGEABLE_PREVIOUS = frozenset({"pending_review", "approved", "skipped"})
@@ -148,6 +149,13 @@ def queue_order() -> list[Any]:
 
 
 def pending_clip_ids(db: Database, limit: int = 50) -> list[int]:
+    """The first `limit` pending clips in queue order.
+
+    A sequential scan of `clips` with a top-N sort, on purpose: an index that could find pending
+    clips (on `state`, or partial `WHERE state = 'pending_review'`) makes every state transition
+    a non-HOT update, ten times slower (migration 0004 has the figures); the scan costs about
+    0.3 s at a million clips.
+    """
     with db.session() as s:
         return list(
             s.scalars(
@@ -161,6 +169,7 @@ def pending_clip_ids(db: Database, limit: int = 50) -> list[int]:
 
 
 def pending_count(db: Database) -> int:
+    """Pending clips; a sequential scan for the reason given in `pending_clip_ids`."""
     with db.session() as s:
         return int(s.scalar(select(func.count()).where(Clip.state == "pending_review")) or 0)
 
@@ -316,11 +325,10 @@ def _neighbours(
 def latest_undoable_event(db: Database, actor: str) -> tuple[int, list[int]] | None:
     """This reviewer's newest review action that has not been undone: (event id, clip ids)."""
     ev = ReviewEvent
-    undone = select(ev.undoes_event_id).where(ev.undoes_event_id.is_not(None))
     with db.session() as s:
         row = s.execute(
             select(ev.id, ev.clip_ids)
-            .where(ev.actor == actor, ev.action.in_(UNDOABLE), ev.id.not_in(undone))
+            .where(ev.actor == actor, ev.action.in_(UNDOABLE), review_states.not_undone())
             .order_by(ev.id.desc())
             .limit(1)
         ).first()
@@ -329,15 +337,8 @@ def latest_undoable_event(db: Database, actor: str) -> tuple[int, list[int]] | N
 
 def latest_event_on_clip(db: Database, clip_id: int) -> tuple[int | None, str | None, str]:
     """(newest not-undone event id on the clip, its action, the clip's current version)."""
-    ev = ReviewEvent
-    undone = select(ev.undoes_event_id).where(ev.undoes_event_id.is_not(None))
     with db.session() as s:
-        row = s.execute(
-            select(ev.id, ev.action)
-            .where(ev.clip_ids.any_() == clip_id, ev.action != "undo", ev.id.not_in(undone))
-            .order_by(ev.id.desc())
-            .limit(1)
-        ).first()
+        row = review_states.newest_event_on_clip(s, clip_id, ReviewEvent.id, ReviewEvent.action)
         clip = s.execute(select(Clip.state, Clip.updated_at).where(Clip.id == clip_id)).one()
     version = states.clip_version(clip.state, clip.updated_at)
     return (int(row.id), row.action, version) if row else (None, None, version)
@@ -376,7 +377,11 @@ def recent_events(
             list(
                 s.scalars(
                     select(Clip)
-                    .where(Clip.parent_clip_ids.overlap(cast(clip_ids, ARRAY(BigInteger))))
+                    .where(
+                        Clip.parent_clip_ids.overlap(cast(clip_ids, ARRAY(BigInteger))),
+                        # the predicate of the partial index ix_clips_parent_clip_ids (0004)
+                        Clip.parent_clip_ids != literal_column("'{}'::bigint[]"),
+                    )
                     .order_by(Clip.start_frame)
                 )
             )

@@ -7,11 +7,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    cast,
+    exists,
     func,
     insert,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from heaters_resources.db.engine import Database
@@ -38,6 +43,38 @@ from heaters_resources.states.table import (
 from heaters_resources.states.videos import clip_rows, insert_clips
 
 # ------------------------------------------------------------------------------ review
+
+
+def on_clip(clip_id: int) -> ColumnElement[bool]:
+    """Review events that name `clip_id`, as `clip_ids @> ARRAY[clip_id]`: the GIN index on
+    `clip_ids` answers that, whereas `clip_id = ANY(clip_ids)` reads every event."""
+    return ReviewEvent.__table__.c.clip_ids.contains(cast([clip_id], ARRAY(BigInteger)))
+
+
+def newest_event_on_clip(session: Session, clip_id: int, *columns: Any) -> Any | None:
+    """The newest not-undone, non-undo review event on `clip_id` (`columns` include `id`).
+
+    All of the clip's events are fetched (a handful) and the newest picked here: with
+    `ORDER BY id DESC LIMIT 1` the planner, which cannot estimate `@>` on ids that each occur
+    once, walks every event newest first instead of asking the GIN index.
+    """
+    ev = ReviewEvent.__table__
+    rows = session.execute(
+        select(*columns).where(on_clip(clip_id), ev.c.action != "undo", not_undone())
+    ).all()
+    return max(rows, key=lambda r: int(r.id), default=None)
+
+
+def not_undone() -> ColumnElement[bool]:
+    """Review events no `undo` event points at.
+
+    NOT EXISTS is planned as an anti-join (an index probe on `ix_review_events_undoes_event_id`
+    per candidate, or a hash anti-join that spills to disk); `id NOT IN (subquery)` is hashed
+    only while the undone ids fit in work_mem and is otherwise re-scanned for every row.
+    """
+    ev = ReviewEvent.__table__
+    undo = ev.alias("undo")
+    return ~exists().where(undo.c.undoes_event_id == ev.c.id)
 
 
 class StaleActionError(ConflictError):
@@ -201,14 +238,7 @@ def undo_review(
 
     def work(session: Session) -> int:
         _guard(session, clip_id, expected_version)
-        ev = ReviewEvent.__table__
-        undone = select(ev.c.undoes_event_id).where(ev.c.undoes_event_id.is_not(None))
-        event = session.execute(
-            select(ev)
-            .where(ev.c.clip_ids.any_() == clip_id, ev.c.action != "undo", ev.c.id.not_in(undone))
-            .order_by(ev.c.id.desc())
-            .limit(1)
-        ).first()
+        event = newest_event_on_clip(session, clip_id, *ReviewEvent.__table__.c)
         if event is None:
             raise InvalidTransitionError("clip", clip_id, "undo", "no review action to undo")
         if event.action == "purge":
