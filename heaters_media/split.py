@@ -22,7 +22,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +33,7 @@ from heaters_media.errors import InvalidInputError, ToolFailedError
 from heaters_media.probe import Packets, ProbeResult, clip_is_exact, probe_video, read_packets
 from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
+from heaters_media.scene_list import as_frame, clip_names, validate_scenes
 from heaters_media.tools import (
     existing_file,
     ffmpeg_cmd,
@@ -75,66 +76,6 @@ class SplitResult(Result):
     copied: int = 0
     encoded: int = 0
     seconds: float = 0.0
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-
-
-def _as_frame(value: Any, what: str) -> int:
-    if isinstance(value, bool) or value is None:
-        raise InvalidInputError(f"{what} must be an integer frame number, got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise InvalidInputError(f"{what} must be an integer frame number, got {value!r}")
-        return int(value)
-    if isinstance(value, int):
-        return value
-    raise InvalidInputError(f"{what} must be an integer frame number, got {value!r}")
-
-
-def _scene_bounds(scene: Any, k: int) -> tuple[int, int]:
-    """(start_frame, end_frame) of a scene given as a mapping, an object, or a pair."""
-    if isinstance(scene, Mapping):
-        if "start_frame" not in scene or "end_frame" not in scene:
-            raise InvalidInputError(f"scene {k} needs start_frame and end_frame: {scene!r}")
-        start, end = scene["start_frame"], scene["end_frame"]
-    elif hasattr(scene, "start_frame") and hasattr(scene, "end_frame"):
-        start, end = scene.start_frame, scene.end_frame
-    elif isinstance(scene, Sequence) and not isinstance(scene, str) and len(scene) == 2:
-        start, end = scene
-    else:
-        raise InvalidInputError(f"scene {k} is not a scene: {scene!r}")
-    return _as_frame(start, f"scene {k} start_frame"), _as_frame(end, f"scene {k} end_frame")
-
-
-def validate_scenes(scenes: Any, frame_count: int) -> list[tuple[int, int]]:
-    """Scenes as (start, end) pairs: in [0, frame_count], non-empty, sorted, non-overlapping."""
-    if isinstance(scenes, (str, bytes, Mapping)) or not isinstance(scenes, Sequence):
-        raise InvalidInputError("scenes must be a list of {start_frame, end_frame} scenes")
-    if not scenes:
-        raise InvalidInputError("scenes is empty: nothing to split")
-    pairs = [_scene_bounds(s, k) for k, s in enumerate(scenes)]
-    prev_end = 0
-    for k, (start, end) in enumerate(pairs):
-        if start < 0 or end > frame_count:
-            raise InvalidInputError(
-                f"scene {k} [{start}, {end}) is outside the video's frames [0, {frame_count})",
-                scene=k,
-                start_frame=start,
-                end_frame=end,
-                frame_count=frame_count,
-            )
-        if end <= start:
-            raise InvalidInputError(f"scene {k} [{start}, {end}) is empty or reversed", scene=k)
-        if start < prev_end:
-            raise InvalidInputError(
-                f"scene {k} [{start}, {end}) overlaps or precedes the previous scene "
-                f"(which ends at {prev_end}); scenes must be sorted and non-overlapping",
-                scene=k,
-            )
-        prev_end = end
-    return pairs
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,31 +174,6 @@ def _default_workers() -> int:
     return max(2, min(4, cpus // 4))
 
 
-def _clip_names(template: str, stem: str, pairs: list[tuple[int, int]]) -> list[str]:
-    names = []
-    for k, (start, end) in enumerate(pairs):
-        try:
-            name = template.format(stem=stem, index=k, start=start, end=end)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise InvalidInputError(
-                f"bad name_template {template!r}: {exc}; use {{stem}} {{index}} {{start}} {{end}}"
-            ) from exc
-        if (
-            not name
-            or "/" in name
-            or "\\" in name
-            or name.startswith(".")
-            or Path(name).suffix.lower() != ".mp4"
-        ):
-            raise InvalidInputError(
-                f"name_template gives {name!r}: clip names must be plain file names ending in .mp4"
-            )
-        names.append(name)
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"name_template {template!r} gives duplicate clip names")
-    return names
-
-
 @dataclass
 class _Job:
     """Everything decided before the first clip is cut: source, packets, per-clip plans."""
@@ -290,7 +206,7 @@ def _plan_split(
     src = existing_file(path)
     info = probe_video(src)
     pairs = validate_scenes(scenes, info.frame_count)
-    names = _clip_names(name_template, src.stem, pairs)
+    names = clip_names(name_template, src.stem, pairs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"output folder is a file: {out}")
@@ -521,7 +437,7 @@ def split_clip_at(
     strictly inside the clip. Extra keyword arguments go to :func:`split_video`."""
     src = existing_file(clip)
     info = probe_video(src)
-    frame = _as_frame(frame, "split frame")
+    frame = as_frame(frame, "split frame")
     if not 0 < frame < info.frame_count:
         raise InvalidInputError(
             f"split frame {frame} must be strictly inside the clip (0 < frame < "

@@ -68,6 +68,26 @@ def sprite_frame_indices(clip_frames: int, clip_fps: Fraction, rate: Fraction) -
     return picks
 
 
+def sprite_select_expr(clip_frames: int, clip_fps: Fraction, rate: Fraction) -> str:
+    """An ffmpeg ``select`` expression true exactly on :func:`sprite_frame_indices`.
+
+    A list of ``eq(n,i)`` terms cannot be used: ffmpeg's expression parser gives up past about a
+    hundred terms ("Cannot allocate memory"), and a minute of clip is 1,440 tiles. Frame i is the
+    last one rounded to its tick when the next frame rounds to a later tick (or i is the last
+    frame), and only ticks below the tile count are kept. Rounded ticks are computed in integers
+    (``floor((2ip + q) / 2q)`` for a step p/q), exact in ffmpeg's doubles.
+    """
+    n = fps_filter_frames(clip_frames, clip_fps, rate)
+    step = rate / clip_fps
+    p2, q, q2 = 2 * step.numerator, step.denominator, 2 * step.denominator
+
+    def tick(x: str) -> str:
+        return f"floor(({x}*{p2}+{q})/{q2})"
+
+    last = clip_frames - 1
+    return f"lte({tick('n')}\\,{max(1, n) - 1})*(eq(n\\,{last})+gt({tick('(n+1)')}\\,{tick('n')}))"
+
+
 def _rate(value: float | Fraction) -> Fraction:
     return Fraction(value).limit_denominator(1001)
 

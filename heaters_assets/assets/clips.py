@@ -4,9 +4,9 @@ A run covers one video partition or a range of them (``context.partition_keys``)
 the clips of those videos that each step can start from (or all of them with ``overwrite``), so
 a backfill over the library is one run per ``VIDEOS_PER_MEDIA_RUN`` videos. One op makes both
 assets from one decode of each video's source (``heaters_resources.steps.artifacts``; a subset,
-e.g. only ``keyframes``, makes only that artifact, still in one pass). One failing clip is marked failed and the others still
-complete; each video whose clips all succeeded gets its own materialization
-(``heaters_assets.materializations``), then the run fails naming the failures.
+e.g. only ``keyframes``, makes only that artifact, still in one pass). One failing clip is
+marked failed and the others still complete; each video whose clips all succeeded gets its own
+materialization (``heaters_assets.materializations``), then the run fails naming the failures.
 """
 
 from collections.abc import Iterator

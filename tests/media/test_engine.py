@@ -301,30 +301,42 @@ def test_new_cutter_clips_play_in_chromium(media: Path, tmp_path: Path) -> None:
         (50, "25", "7/3"),
         (7, "60", "24"),
         (1, "25", "25"),
+        (3, "25", "25/3"),
+        (1500, "25", "24"),
     ],
 )
 def test_sprite_frames_are_what_the_fps_filter_picks(
     frames: int, fps: str, rate: str, tmp_path: Path
 ) -> None:
     """The tiles' frame numbers, computed, equal ffmpeg's own ``fps`` filter on a clip whose
-    frame i carries the grey level 3i (the rounding rule, the lowered rates, NTSC rates)."""
+    frame i carries the grey level 3i mod 256 (rounding rule, lowered rates, NTSC rates), and
+    the ``select`` expression the engine uses picks exactly those frames, also for a clip of
+    1,440 tiles (a list of ``eq`` terms breaks ffmpeg's parser past ~100)."""
     from fractions import Fraction
 
-    from heaters_media.sprite import fps_filter_frames, sprite_frame_indices
+    from heaters_media.sprite import (
+        fps_filter_frames,
+        sprite_frame_indices,
+        sprite_select_expr,
+    )
 
     clip = tmp_path / "numbered.mkv"
     lavfi = f"color=black:s=16x16:r={fps},format=gray,geq=lum='mod(N*3\\,256)'"
     _ffmpeg("-f", "lavfi", "-i", lavfi, "-frames:v", str(frames), "-c:v", "ffv1", str(clip))
     r = Fraction(rate)
-    fps_filter = ["-vf", f"fps={r.numerator}/{r.denominator}", "-f", "rawvideo", "-pix_fmt"]
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(clip), *fps_filter, "gray", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    picked = [int(v) // 3 for v in np.frombuffer(raw, np.uint8).reshape(-1, 256)[:, 0]]
+
+    def levels(graph: str) -> list[int]:
+        args = ["-vf", graph, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray"]
+        raw = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(clip), *args, "-"], capture_output=True, check=True
+        ).stdout
+        return [int(v) for v in np.frombuffer(raw, np.uint8).reshape(-1, 256)[:, 0]]
+
     n = fps_filter_frames(frames, Fraction(fps), r)
-    assert sprite_frame_indices(frames, Fraction(fps), r) == picked[:n]
+    want = [3 * i % 256 for i in sprite_frame_indices(frames, Fraction(fps), r)]
+    assert len(want) == n
+    assert levels(f"fps={r.numerator}/{r.denominator}")[:n] == want
+    assert levels(f"select={sprite_select_expr(frames, Fraction(fps), r)}") == want
 
 
 def test_windows_close_at_the_memory_budget() -> None:

@@ -137,7 +137,8 @@ def test_merge_and_split_jobs(db: Database, local_store: ObjectStore) -> None:
     assert (new.start_frame, new.end_frame) == (0, SAMPLE_CUTS[1])
     assert new.state == "spliced" and local_store.exists(new.storage_key)
     steps.keyframe_clips(db, local_store, [new.identifier])
-    steps.sprite_clips(db, local_store, [new.identifier])
+    sp = steps.sprite_clips(db, local_store, [new.identifier])
+    assert not sp.failed, sp.failed
     states.request_split(db, new.id, 100)
     split = steps.execute_split(db, local_store, new.id, 100)
     parts = [states.get_clip(db, i) for i in split.new_clip_ids]
