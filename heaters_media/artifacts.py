@@ -285,7 +285,7 @@ def make_clip_artifacts(
             result.clips += made
             done_frames += sum(c.end_frame - c.start_frame for c in made)
             if progress:
-                progress(done_frames / total, f"artifacts: {len(result.clips)}/{len(clips)} clips")
+                progress(done_frames / total, f"clip {len(result.clips)}/{len(clips)}")
     result.clips.sort(key=lambda c: c.index)
     result.seconds = round(time.monotonic() - started, 3)
     return result

@@ -20,7 +20,7 @@ from heaters_media.probe import ProbeResult
 from heaters_media.sprite import (
     JPEG_MAX_DIMENSION,
     SpriteResult,
-    plan_sprite,
+    plan_sheet,
     sprite_select_expr,
 )
 
@@ -164,43 +164,16 @@ class SpriteConsumer:
 
     def plan(self, src: Source, clip: ClipRange) -> tuple[SpriteResult, Fraction]:
         """The sheet :func:`make_sprite` would make of this clip, and its sampling rate."""
-        info = src.info
-        if info.width <= 0 or info.height <= 0:
-            raise InvalidInputError(f"{src.path.name} has no frame size")
-        tile_height = max(2, 2 * round(self.tile_width * info.height / info.width / 2))
-        rate, n, cols, rows = plan_sprite(
+        return plan_sheet(
+            src.info,
             clip.frames,
-            src.fps,
+            round(clip.frames / float(src.fps), 6),
             tile_width=self.tile_width,
-            tile_height=tile_height,
             max_fps=self.max_fps,
             cols=self.cols,
             max_height=self.max_height,
+            names=("sprite.jpg", "sprite.json", clip.name),
         )
-        width = cols * self.tile_width
-        if width > JPEG_MAX_DIMENSION:
-            raise InvalidInputError(
-                f"sprite would be {width} px wide (JPEG limit {JPEG_MAX_DIMENSION}); use fewer "
-                "cols or narrower tiles"
-            )
-        result = SpriteResult(
-            path="sprite.jpg",
-            json_path="sprite.json",
-            clip=clip.name,
-            cols=cols,
-            rows=rows,
-            tile_width=self.tile_width,
-            tile_height=tile_height,
-            frame_count=n,
-            sprite_fps=round(float(rate), 6),
-            sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
-            clip_fps=info.fps,
-            clip_frame_count=clip.frames,
-            duration=round(clip.frames / float(src.fps), 6),
-            width=width,
-            height=rows * tile_height,
-        )
-        return result, rate
 
     def branch(self, src: Source, clip: ClipRange, folder: Path, pad: str) -> Branch:
         result, rate = self.plan(src, clip)

@@ -59,6 +59,26 @@ def _add_audio(
     run(ffmpeg_cmd(*args, threads=threads), what=f"audio of frames [{piece.start}, {piece.end})")
 
 
+def trimmed_encode_args(
+    src: Path, n: int, *, has_audio: bool, preset: str, crf: int, threads: int
+) -> list[str]:
+    """Read ``src`` (after any seek given before) and encode exactly its next ``n`` frames,
+    timestamps from zero, every frame kept (``trim``, not ``-frames:v``, which would end the
+    audio early)."""
+    return [
+        "-i",
+        str(src),
+        *stream_map_args(has_audio),
+        "-vf",
+        f"trim=end_frame={n},setpts=PTS-STARTPTS",
+        "-fps_mode",
+        "passthrough",
+        *h264_args(preset, crf),
+        "-threads",
+        str(threads),
+    ]
+
+
 def plan_runs(pieces: Sequence[Piece], parts: int, max_frames: int) -> list[list[Piece]]:
     """Group pieces into windows of consecutive pieces (each starts where the last ended).
 
@@ -115,18 +135,7 @@ def encode_window(
     # encoder's time base, often one tick per frame: from half-way it could round down onto
     # the frame before (seen on a 7500/349 fps file), from here it rounds onto the cut.
     forced = [(pk.time(c - 1) + 3 * pk.time(c)) / 4 - t0 for c in cuts]
-    args += [
-        "-i",
-        str(src),
-        *stream_map_args(False),
-        "-vf",
-        f"trim=end_frame={n},setpts=PTS-STARTPTS",
-        "-fps_mode",
-        "passthrough",
-        *h264_args(preset, crf),
-        "-threads",
-        str(threads),
-    ]
+    args += trimmed_encode_args(src, n, has_audio=False, preset=preset, crf=crf, threads=threads)
     if forced:
         args += ["-force_key_frames", ",".join(_seconds(t) for t in forced)]
     pattern = str(stage).replace("%", "%%") + f"/{tag}_%06d.mp4"

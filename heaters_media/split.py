@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from heaters_media.encode_pass import Piece, encode_window, plan_runs
+from heaters_media.encode_pass import Piece, encode_window, plan_runs, trimmed_encode_args
 from heaters_media.errors import InvalidInputError, ToolFailedError
 from heaters_media.probe import Packets, ProbeResult, clip_is_exact, probe_video, read_packets
 from heaters_media.progress import ProgressFn
@@ -37,7 +37,6 @@ from heaters_media.scene_list import as_frame, clip_names, validate_scenes
 from heaters_media.tools import (
     existing_file,
     ffmpeg_cmd,
-    h264_args,
     publish,
     run,
     staging_dir,
@@ -136,19 +135,9 @@ def _encode_clip(
         seek = (pk.time(plan.start - 1) + pk.time(plan.start)) / 2
         args += ["-ss", _seconds(seek)]
         trim_audio = max(Fraction(0), pk.time(plan.start) - Fraction(_seconds(seek)))
-    # trim (not -frames:v, which would end the audio early) keeps exactly n frames.
-    args += [
-        "-i",
-        str(src),
-        *stream_map_args(has_audio),
-        "-vf",
-        f"trim=end_frame={n},setpts=PTS-STARTPTS",
-        "-fps_mode",
-        "passthrough",
-        *h264_args(preset, crf),
-        "-threads",
-        str(threads),
-    ]
+    args += trimmed_encode_args(
+        src, n, has_audio=has_audio, preset=preset, crf=crf, threads=threads
+    )
     if has_audio:
         end = pk.time(plan.end) if plan.end < len(pk.pts) else pk.time(plan.end - 1) + frame_dur
         duration = end - pk.time(plan.start)

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from heaters_media.errors import InvalidInputError
-from heaters_media.probe import probe_video
+from heaters_media.probe import ProbeResult, probe_video
 from heaters_media.results import Result
 from heaters_media.tools import atomic_path, existing_file, ffmpeg_cmd, run, video_input_args
 
@@ -126,6 +126,62 @@ def plan_sprite(
     return rate, n, cols, math.ceil(n / cols)
 
 
+def plan_sheet(
+    info: ProbeResult,
+    frames: int,
+    duration: float,
+    *,
+    tile_width: int,
+    max_fps: float,
+    cols: int,
+    max_height: int,
+    names: tuple[str, str, str],
+) -> tuple[SpriteResult, Fraction]:
+    """The sheet of a clip of ``frames`` frames of a video like ``info``, and its sampling rate.
+
+    Tiles keep the video's aspect ratio (even height); ``names`` are the result's path,
+    json_path and clip. Shared by :func:`make_sprite` and the one-pass engine's consumer, so
+    both plan the same sheet.
+    """
+    if info.width <= 0 or info.height <= 0:
+        raise InvalidInputError(f"{Path(names[2]).name} has no frame size")
+    tile_height = max(2, 2 * round(tile_width * info.height / info.width / 2))
+    clip_fps = Fraction(info.fps_fraction)
+    rate, n, cols, rows = plan_sprite(
+        frames,
+        clip_fps,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        max_fps=max_fps,
+        cols=cols,
+        max_height=max_height,
+    )
+    width, height = cols * tile_width, rows * tile_height
+    if width > JPEG_MAX_DIMENSION:
+        raise InvalidInputError(
+            f"sprite would be {width} px wide (JPEG limit "
+            f"{JPEG_MAX_DIMENSION}); use fewer cols or narrower tiles"
+        )
+    result = SpriteResult(
+        path=names[0],
+        json_path=names[1],
+        clip=names[2],
+        cols=cols,
+        rows=rows,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        frame_count=n,
+        sprite_fps=round(float(rate), 6),
+        sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
+        clip_fps=info.fps,
+        clip_frame_count=frames,
+        duration=duration,
+        width=width,
+        height=height,
+    )
+    return result, rate
+
+
 def _check_request(
     out: Path, tile_width: int, max_fps: float, cols: int, quality: int, max_height: int
 ) -> None:
@@ -198,41 +254,15 @@ def make_sprite(
     _check_request(out, tile_width, max_fps, cols, quality, max_height)
     tile_width -= tile_width % 2
     info = probe_video(src)
-    if info.width <= 0 or info.height <= 0:
-        raise InvalidInputError(f"{src.name} has no frame size")
-    tile_height = max(2, 2 * round(tile_width * info.height / info.width / 2))
-    clip_fps = Fraction(info.fps_fraction)
-    rate, n, cols, rows = plan_sprite(
+    result, rate = plan_sheet(
+        info,
         info.frame_count,
-        clip_fps,
+        info.duration,
         tile_width=tile_width,
-        tile_height=tile_height,
         max_fps=max_fps,
         cols=cols,
         max_height=max_height,
-    )
-    width, height = cols * tile_width, rows * tile_height
-    if width > JPEG_MAX_DIMENSION:
-        raise InvalidInputError(
-            f"sprite would be {width} px wide (JPEG limit "
-            f"{JPEG_MAX_DIMENSION}); use fewer cols or narrower tiles"
-        )
-    result = SpriteResult(
-        path=str(out),
-        json_path=str(out.with_suffix(".json")),
-        clip=str(src),
-        cols=cols,
-        rows=rows,
-        tile_width=tile_width,
-        tile_height=tile_height,
-        frame_count=n,
-        sprite_fps=round(float(rate), 6),
-        sprite_fps_fraction=f"{rate.numerator}/{rate.denominator}",
-        clip_fps=info.fps,
-        clip_frame_count=info.frame_count,
-        duration=info.duration,
-        width=width,
-        height=height,
+        names=(str(out), str(out.with_suffix(".json")), str(src)),
     )
     _render(src, out, result, rate, quality)
     return result
