@@ -1,6 +1,6 @@
 """Benchmark: near-duplicates over N stored clips in one set-based pass.
 
-On an embedded pgserver in a temporary HEATERS_HOME: N clips made through the state module
+On the embedded PostgreSQL in a temporary HEATERS_HOME: N clips made through the state module
 (``create_clips_from_splice``, videos of ``--clips-per-video``), N unit vectors of ``--dim``
 stored by binary COPY into clip_embeddings (as bench_pgvector does), in clusters of
 ``--cluster-size`` (within-cluster cosine ~0.8, like related clips; 1 = uniform random vectors)

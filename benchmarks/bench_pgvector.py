@@ -1,6 +1,6 @@
 """Benchmark: top-10 cosine queries over N stored vectors, with and without the HNSW index.
 
-On an embedded pgserver in a temporary HEATERS_HOME: N clips (state module, bulk), N unit
+On the embedded PostgreSQL in a temporary HEATERS_HOME: N clips (state module, bulk), N unit
 vectors in clusters of 50 (binary COPY into clip_embeddings), the model's partial HNSW index
 built by `search.ensure_hnsw_index` (timed), then `similarity` queries as the review page runs them
 (join with clips, superseded clips filtered) — mean / p95 latency with the index, the same with

@@ -56,7 +56,7 @@ STATES: dict[str, tuple[str, ...]] = {"source_video": SOURCE_VIDEO_STATES, "clip
 
 # Clips of one video never overlap: the migration adds an exclusion constraint over
 # int8range(video_id * FRAME_SPACE + start, video_id * FRAME_SPACE + end), which needs only the
-# built-in range GiST opclass (the pgserver build has no btree_gist).
+# built-in range GiST opclass (no extension: the earlier pgserver build had no btree_gist).
 FRAME_SPACE = 2**32
 
 

@@ -2,7 +2,7 @@
 
 The repository's ``dagster.yaml`` is the one instance configuration. It reads the storage URL
 from ``HEATERS_DAGSTER_PG_URL``; we point that at a database named ``dagster`` on the same
-server as the platform's own tables (embedded pgserver or HEATERS_DATABASE_URL) — a separate
+server as the platform's own tables (embedded PostgreSQL or HEATERS_DATABASE_URL) — a separate
 database, because Dagster and our migrations each keep an ``alembic_version`` table.
 """
 

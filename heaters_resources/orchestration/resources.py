@@ -40,7 +40,7 @@ class SettingsResource(ConfigurableResource):
 
 
 class DatabaseResource(ConfigurableResource):
-    """The database: embedded pgserver in HEATERS_HOME unless `database_url` is set."""
+    """The database: the embedded PostgreSQL in HEATERS_HOME unless `database_url` is set."""
 
     heaters_home: str | None = None
     database_url: str | None = None

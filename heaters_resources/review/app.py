@@ -1,7 +1,7 @@
 """The review web app: a Starlette app with server-rendered Jinja templates and one small script.
 
 `create_app(db, store, config)` takes its database and object store explicitly (tests pass the
-pgserver database and a temporary store; `heaters review` builds them from the settings).
+embedded database and a temporary store; `heaters review` builds them from the settings).
 Routes:
 
     GET  /                         the queue: one pending clip (or ?clip=ID), actions, progress
