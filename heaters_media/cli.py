@@ -172,6 +172,13 @@ def split_cmd(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder for the clips.")],
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="exact: every clip starts on its first frame (re-encodes where needed); "
+            "keyframe: pure stream copy from the key frame at or before it (snap reported)."
+        ),
+    ] = "exact",
     quiet: Quiet = False,
 ) -> None:
     """Cut a video into one frame-accurate clip per scene (stream copy where possible)."""
@@ -179,7 +186,13 @@ def split_cmd(
 
     def task() -> Any:
         with _progress("split", quiet) as progress:
-            return split_video(path, _load_scenes(scenes), out, progress=progress)
+            return split_video(
+                path,
+                _load_scenes(scenes),
+                out,
+                progress=progress,
+                precision=precision,  # type: ignore[arg-type]  # checked by split_video
+            )
 
     _emit(task)
 

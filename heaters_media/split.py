@@ -44,6 +44,7 @@ from heaters_media.tools import (
 )
 
 Method = Literal["copy", "encode"]
+Precision = Literal["exact", "keyframe"]
 
 DEFAULT_NAME_TEMPLATE = "{stem}_{start}_{end}.mp4"
 #: A one-pass encode window holds at most this many frames (progress and failure isolation).
@@ -62,6 +63,9 @@ class ClipFile(Result):
     frame_count: int
     method: Method
     size: int
+    #: precision "keyframe": the start that was asked for (the clip starts at the key frame
+    #: at or before it, ``start_frame``); None when the clip starts where asked.
+    snapped_from: int | None = None
 
 
 @dataclass
@@ -94,6 +98,7 @@ class _Plan:
     end: int
     name: str
     copy: bool
+    snapped_from: int | None = None
 
 
 def _copy_clip(
@@ -178,6 +183,7 @@ class _Job:
     threads: int
     crf: int
     preset: str
+    copy_ok: bool = False  # the source can be stream-copied at all
 
 
 def _plan_split(
@@ -241,6 +247,7 @@ def _plan_split(
         threads=max(1, (os.cpu_count() or 2) // workers),
         crf=crf,
         preset=preset,
+        copy_ok=copy_ok,
     )
 
 
@@ -296,7 +303,25 @@ def _clip_file(job: _Job, plan: _Plan, dest: Path, method: Method) -> ClipFile:
         frame_count=plan.end - plan.start,
         method=method,
         size=dest.stat().st_size,
+        snapped_from=plan.snapped_from,
     )
+
+
+def _snap_to_keyframes(job: _Job, copy_ok: bool) -> None:
+    """precision="keyframe": every clip starts at the key frame at or before its first frame
+    and is stream-copied (nothing is re-encoded, the snap is reported per clip)."""
+    if not copy_ok:
+        raise InvalidInputError(
+            f"{job.src.name} cannot be stream-copied (needs H.264 yuv420p, AAC or no audio, "
+            "constant frame rate, no hidden frames); use precision 'exact'"
+        )
+    keys = [i for i, k in enumerate(job.pk.keys) if k]
+    snapped = []
+    for plan in job.plans:
+        start = max((k for k in keys if k <= plan.start), default=0)
+        moved = plan.start if start != plan.start else None
+        snapped.append(replace(plan, start=start, copy=True, snapped_from=moved))
+    job.plans = snapped
 
 
 def _encode_window(job: _Job, window: list[_Plan], stage: Path, tag: str) -> list[ClipFile]:
@@ -377,6 +402,7 @@ def split_video(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     allow_copy: bool = True,
+    precision: Precision = "exact",
 ) -> SplitResult:
     """Cut ``path`` into one frame-accurate MP4 per scene in ``out_dir``.
 
@@ -385,7 +411,14 @@ def split_video(
     video (gaps are allowed). ``name_template`` may use ``{stem}``, ``{index}``, ``{start}`` and
     ``{end}``. ``allow_copy=False`` forces re-encoding of every clip. Nothing is written unless
     every clip succeeds.
+
+    ``precision="keyframe"`` (video2dataset's mode) never re-encodes: each clip starts at the key
+    frame at or before its first frame (``start_frame``; the asked start is ``snapped_from``)
+    and is stream-copied, so clips may overlap. A clip whose copy is not exact (e.g. an end that
+    B-frames reach across) is re-encoded over the snapped range and says so in ``method``.
     """
+    if precision not in ("exact", "keyframe"):
+        raise InvalidInputError(f"precision must be 'exact' or 'keyframe', got {precision!r}")
     started = time.monotonic()
     job = _plan_split(
         path,
@@ -397,6 +430,8 @@ def split_video(
         workers=workers,
         allow_copy=allow_copy,
     )
+    if precision == "keyframe":
+        _snap_to_keyframes(job, job.copy_ok)
     if progress:
         progress(0.0, f"cutting {len(job.plans)} clips")
     with staging_dir(job.out) as stage:

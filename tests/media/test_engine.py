@@ -344,3 +344,35 @@ def test_windows_close_at_the_memory_budget() -> None:
     windows = plan_windows(clips, None, 1, 48, cost=lambda c: 100, budget=250)
     assert [len(w.clips) for w in windows] == [2, 2, 2]
     assert all(w.first == 0 and w.seek is None for w in windows)  # no packets: no seeking
+
+
+def test_keyframe_precision_is_pure_copy_with_the_snap_reported(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_video(media / "gop60.mp4", SCENES, gop=60)  # key frames 0, 60, 120, 180, 240
+    monkeypatch.setattr(split_module, "encode_window", None)  # nothing may be re-encoded
+    result = split_video(src, CUTS, tmp_path / "clips", precision="keyframe")
+    assert [c.method for c in result.clips] == ["copy"] * 4
+    assert [(c.start_frame, c.end_frame) for c in result.clips] == [
+        (0, 70),
+        (60, 150),
+        (120, 220),
+        (180, 300),
+    ]
+    assert [c.snapped_from for c in result.clips] == [None, 70, 150, 220]
+    for clip in result.clips:
+        assert count_frames(clip.path) == clip.frame_count == clip.end_frame - clip.start_frame
+        assert_same_frame(Path(clip.path), 0, src, clip.start_frame, 300)
+    monkeypatch.undo()
+    exact = split_video(src, CUTS, tmp_path / "exact")
+    assert all(c.snapped_from is None for c in exact.clips)
+    with pytest.raises(InvalidInputError, match="precision"):
+        split_video(src, CUTS, tmp_path / "bad", precision="nearest")  # type: ignore[arg-type]
+
+
+def test_keyframe_precision_refuses_a_source_it_cannot_copy(media: Path, tmp_path: Path) -> None:
+    src = media / "mpeg4.mp4"
+    _ffmpeg("-i", str(_source("long_gop_250", media)), "-c:v", "mpeg4", "-c:a", "copy", str(src))
+    with pytest.raises(InvalidInputError, match="stream-copied"):
+        split_video(src, CUTS, tmp_path / "clips", precision="keyframe")
+    assert not (tmp_path / "clips").exists() or not any((tmp_path / "clips").iterdir())
