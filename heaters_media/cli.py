@@ -253,7 +253,24 @@ def split_at_cmd(
 
 
 def main() -> None:
-    app()
+    """Entry point. Usage mistakes (a missing argument, an unknown command or option) come out
+    as the same JSON error as any bad input, with exit status 2, not as Click's text box: the
+    platform reads one format. Help (``--help``, or no arguments) is printed as usual."""
+    if len(sys.argv) <= 1:
+        app()
+        return
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        # Click's usage errors (Typer vendors Click, so matched by their shape: exit code 2
+        # and a formatted message); anything else is a bug and keeps its traceback.
+        if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
+            raise
+        print(json.dumps(InvalidInputError(exc.format_message()).to_dict()))
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 @app.command("pipeline")

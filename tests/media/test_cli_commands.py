@@ -619,3 +619,23 @@ def test_output_below_a_regular_file_is_a_json_error(
 def test_split_scenes_file_missing_is_a_json_error(ramp: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no_scenes.json"
     _check_error(_run("split", ramp, "--scenes", missing, "--out", tmp_path / "out", "-q"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("split",), "Missing argument"),
+        (("nope",), "No such command"),
+        (("probe", "--bogus", "x"), "No such option"),
+    ],
+)
+def test_usage_mistakes_are_json_errors(args: tuple[str, ...], message: str) -> None:
+    proc = _run(*args)
+    error = _check_error(proc)
+    assert proc.returncode == 2
+    assert error["type"] == "invalid_input" and message in error["message"]
+
+
+def test_help_is_still_text() -> None:
+    proc = _run("--help")
+    assert proc.returncode == 0 and "split" in proc.stdout and not proc.stdout.startswith("{")
