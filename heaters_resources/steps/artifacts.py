@@ -159,9 +159,10 @@ def make_artifacts(
         except HeatersStateError as exc:
             kf_out.skipped[ident] = str(exc)
     sp_started: list[Clip] = []
+    keyframing = {c.identifier for c in kf_started}
     if sprites:
         for ident in sprite_ids:
-            if ident in keyframe_ids:
+            if ident in keyframing:
                 continue  # its sprite starts once its keyframes are in
             try:
                 states.start_sprite_generation(db, clips[ident].id, overwrite=overwrite)

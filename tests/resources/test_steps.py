@@ -144,3 +144,23 @@ def test_merge_and_split_jobs(db: Database, local_store: ObjectStore) -> None:
     parts = [states.get_clip(db, i) for i in split.new_clip_ids]
     assert [(p.start_frame, p.end_frame) for p in parts] == [(0, 100), (100, SAMPLE_CUTS[1])]
     assert all(local_store.exists(p.storage_key) for p in parts)
+
+
+def test_one_pass_sprites_clips_that_are_keyframed_already(
+    db: Database, local_store: ObjectStore
+) -> None:
+    """A clip asked for both steps that is already keyframed skips keyframing (with the reason)
+    and still gets its sprite from the same pass."""
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+    first, rest = spliced.identifiers[:1], spliced.identifiers[1:]
+    assert not steps.keyframe_clips(db, local_store, first).failed
+    kf, sp = steps.make_artifacts(
+        db, local_store, keyframe_ids=spliced.identifiers, sprite_ids=first, sprites=True
+    )
+    assert list(kf.skipped) == first and sorted(kf.done) == sorted(rest)
+    assert sorted(sp.done) == sorted(spliced.identifiers) and not sp.failed
+    with db.session() as s:
+        states_now = set(s.scalars(select(Clip.state)))
+    assert states_now == {"pending_review"}
