@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from heaters_media.errors import ToolFailedError
 from heaters_media.probe import Packets
 from heaters_media.tools import ffmpeg_cmd, h264_args, run, stream_map_args
 
@@ -57,6 +58,23 @@ def _add_audio(
     args += [AUDIO_BITRATE, "-map_metadata", "-1", "-map_chapters", "-1"]
     args += ["-movflags", "+faststart", "-f", "mp4", str(out)]
     run(ffmpeg_cmd(*args, threads=threads), what=f"audio of frames [{piece.start}, {piece.end})")
+
+
+def _check_segments(listing: Path, starts: list[Fraction], frame_dur: Fraction, what: str) -> None:
+    """The segmenter wrote one file per piece, each starting at its piece's time.
+
+    A missed or moved cut would hand every later clip its neighbour's file, and neighbours of
+    equal length would pass a frame count: the start times in the segment list rule that out.
+    """
+    rows = [ln.split(",") for ln in listing.read_text().splitlines() if ln.strip()]
+    got = [Fraction(r[1]) for r in rows if len(r) >= 3]
+    if len(got) != len(starts) or any(
+        abs(g - w) >= frame_dur / 2 for g, w in zip(got, starts, strict=False)
+    ):
+        raise ToolFailedError(
+            f"one-pass cut of {what}: segments start at {[float(g) for g in got][:8]}, "
+            f"expected {[float(w) for w in starts][:8]}"
+        )
 
 
 def trimmed_encode_args(
@@ -139,22 +157,22 @@ def encode_window(
     if forced:
         args += ["-force_key_frames", ",".join(_seconds(t) for t in forced)]
     pattern = str(stage).replace("%", "%%") + f"/{tag}_%06d.mp4"
+    listing = stage / f"{tag}.csv"
     args += ["-f", "segment", "-reset_timestamps", "1", "-avoid_negative_ts", "disabled"]
     if cuts:
         args += ["-segment_frames", ",".join(str(c - first) for c in cuts)]
     else:
         args += ["-segment_time", "1000000000"]  # one piece: never split it
+    args += ["-segment_list", str(listing), "-segment_list_type", "csv"]
     args += ["-segment_format", "mp4", "-segment_format_options", "movflags=+faststart", pattern]
     run(
         ffmpeg_cmd(*args, threads=threads),
         what=f"encode frames [{first}, {end}) of {src.name} ({len(window)} clips)",
     )
     made = [stage / f"{tag}_{k:06d}.mp4" for k in range(len(window))]
-    extra = stage / f"{tag}_{len(window):06d}.mp4"
-    extra.unlink(missing_ok=True)  # a stray trailing segment would hold no frame of ours
+    starts = [pk.time(p.start) - t0 for p in window]
+    _check_segments(listing, starts, frame_dur, f"{src.name} [{first}, {end})")
     for path, piece in zip(made, window, strict=True):
-        if not path.is_file():
-            continue
         if has_audio:
             _add_audio(src, pk, piece, path, stage / piece.name, frame_dur, threads)
             path.unlink()

@@ -376,3 +376,22 @@ def test_keyframe_precision_refuses_a_source_it_cannot_copy(media: Path, tmp_pat
     with pytest.raises(InvalidInputError, match="stream-copied"):
         split_video(src, CUTS, tmp_path / "clips", precision="keyframe")
     assert not (tmp_path / "clips").exists() or not any((tmp_path / "clips").iterdir())
+
+
+def test_segment_list_check_catches_a_missed_or_moved_cut(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from heaters_media.encode_pass import _check_segments
+    from heaters_media.errors import ToolFailedError
+
+    listing = tmp_path / "w.csv"
+    starts = [Fraction(0), Fraction(70, 25), Fraction(150, 25)]
+    dur = Fraction(1, 25)
+    listing.write_text("w_0.mp4,0.000000,2.800000\nw_1.mp4,2.800000,6.000000\nw_2.mp4,6.0,8.8\n")
+    _check_segments(listing, starts, dur, "ok")
+    listing.write_text("w_0.mp4,0.000000,6.000000\nw_1.mp4,6.000000,8.800000\n")  # missed
+    with pytest.raises(ToolFailedError):
+        _check_segments(listing, starts, dur, "missed")
+    listing.write_text("w_0.mp4,0.0,2.76\nw_1.mp4,2.76,5.96\nw_2.mp4,5.96,8.8\n")  # 1 frame early
+    with pytest.raises(ToolFailedError):
+        _check_segments(listing, starts, dur, "moved")
