@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +50,10 @@ from heaters_media.frames import (
     FrameGeometry,
     Segment,
     analysis_geometry,
-    plan_segments,
     stream_frames,
 )
-from heaters_media.probe import packet_index, probe
-from heaters_media.scenes import DEFAULT_ANALYSIS_WIDTH, detect_scenes
+from heaters_media.probe import probe
+from heaters_media.scenes import DEFAULT_ANALYSIS_WIDTH, decode_segments, detect_scenes
 from tests.media_factory import f1_score, make_edited_footage
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "bbb_720p_5s.mp4"
@@ -84,15 +83,7 @@ class DecodePlan:
 def plan_like_detector(path: Path, width: int = DEFAULT_ANALYSIS_WIDTH) -> DecodePlan:
     """Plan the decode as ``heaters_media.scenes.detect_scenes`` does with its defaults."""
     parallel = min(os.cpu_count() or 1, 8)
-    info = probe(path, verify=parallel <= 1)
-    segments = [Segment(0, info.frame_count, None)]
-    if parallel > 1:
-        index = packet_index(path)
-        if info.declared_frames is not None and index.count < info.declared_frames:
-            info = probe(path)
-        elif info.declared_frames is None:
-            info = replace(info, frame_count=index.count or info.frame_count)
-        segments = plan_segments(index.count, index.keyframes, index.keyframe_times, parallel)
+    info, segments = decode_segments(path, probe(path, verify=parallel <= 1), parallel)
     threads = max(1, parallel // len(segments)) if len(segments) > 1 else 0
     return DecodePlan(segments, analysis_geometry(info.width, info.height, width), threads)
 

@@ -36,7 +36,7 @@ from heaters_media.frames import (
     plan_segments,
     stream_frames,
 )
-from heaters_media.probe import packet_index, probe
+from heaters_media.probe import ProbeResult, packet_index, probe
 from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
 
@@ -260,6 +260,22 @@ def _score_segments(
     return np.concatenate([r.scores for r in results]), sum(r.frames for r in results)
 
 
+def decode_segments(
+    path: str | os.PathLike[str], info: ProbeResult, parallel: int
+) -> tuple[ProbeResult, list[Segment]]:
+    """The key-frame-aligned segments ``parallel`` decoders share, and the probe corrected by
+    the packet count (a truncated file is probed again with verification, which names it)."""
+    segments = [Segment(0, info.frame_count, None)]
+    if parallel > 1:
+        index = packet_index(path)
+        if info.declared_frames is not None and index.count < info.declared_frames:
+            info = probe(path)
+        elif info.declared_frames is None:
+            info = replace(info, frame_count=index.count or info.frame_count)
+        segments = plan_segments(index.count, index.keyframes, index.keyframe_times, parallel)
+    return info, segments
+
+
 def detect_scenes(
     path: str | os.PathLike[str],
     *,
@@ -290,14 +306,7 @@ def detect_scenes(
     # timestamps).
     info = probe(path, verify=parallel <= 1)
     started = time.perf_counter()
-    segments = [Segment(0, info.frame_count, None)]
-    if parallel > 1:
-        index = packet_index(path)
-        if info.declared_frames is not None and index.count < info.declared_frames:
-            info = probe(path)
-        elif info.declared_frames is None:
-            info = replace(info, frame_count=index.count or info.frame_count)
-        segments = plan_segments(index.count, index.keyframes, index.keyframe_times, parallel)
+    info, segments = decode_segments(path, info, parallel)
     geometry = analysis_geometry(info.width, info.height, width)
     scored = _score_segments(
         path, geometry, detector, segments, fast_decode, parallel, progress, info.frame_count

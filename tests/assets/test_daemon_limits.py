@@ -35,14 +35,14 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from subprocess import Popen
 from typing import IO, Any
 
 import pytest
 import yaml
+
+from tests.dagster_graphql import graphql
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -193,22 +193,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        method="POST",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode()[:3000]}") from exc
-    assert "errors" not in body, body
-    return body["data"]
-
-
 def _max_overlap(intervals: list[tuple[float, float]]) -> int:
     """Most intervals open at one instant; one ending exactly when another starts is no overlap."""
     events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
@@ -237,7 +221,7 @@ def _wait_for_location(port: int, proc: subprocess.Popen[bytes], log: Path) -> N
         assert proc.poll() is None, _log_tail(log)
         assert time.monotonic() < deadline, "the webserver did not load the code location"
         try:
-            data = _graphql(port, WORKSPACE_STATUS)
+            data = graphql(port, WORKSPACE_STATUS)
         except OSError:
             time.sleep(1)
             continue
@@ -251,7 +235,7 @@ def _wait_for_location(port: int, proc: subprocess.Popen[bytes], log: Path) -> N
 
 
 def _launch(port: int, job: str) -> str:
-    result = _graphql(
+    result = graphql(
         port,
         LAUNCH_RUN,
         {
@@ -270,7 +254,7 @@ def _launch(port: int, job: str) -> str:
 
 
 def _runs(port: int) -> list[dict[str, Any]]:
-    return _graphql(port, RUNS)["runsOrError"]["results"]
+    return graphql(port, RUNS)["runsOrError"]["results"]
 
 
 def _wait_for_runs(port: int, expected: int, log: Path) -> list[dict[str, Any]]:
@@ -305,7 +289,7 @@ def _wait_for_held(port: int, records: Path, log: Path) -> set[str]:
 def _in_progress(port: int, run_id: str) -> tuple[float, float]:
     """When the run coordinator counted the run as in progress: from the RUN_STARTING event it
     writes on dequeuing the run to the run's end event (seconds since the epoch)."""
-    logs = _graphql(port, EVENTS, {"runId": run_id})["logsForRun"]
+    logs = graphql(port, EVENTS, {"runId": run_id})["logsForRun"]
     assert logs["__typename"] == "EventConnection", logs
     times: dict[str, float] = {}
     for event in logs["events"]:

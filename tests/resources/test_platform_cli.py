@@ -25,6 +25,7 @@ from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from heaters_resources.db.embedded_pg import ensure_server, stop_server
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact
+from tests.dagster_graphql import graphql
 
 BIN = Path(sys.executable).parent
 
@@ -160,28 +161,12 @@ query($id: String!) {
 }"""
 
 
-def _graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        method="POST",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode()[:3000]}") from exc
-    assert "errors" not in body, body
-    return body["data"]  # type: ignore[no-any-return]
-
-
 def _launch_backfill(
     port: int, assets: list[str], partitions: list[str], config: dict[str, Any], log: Path
 ) -> list[dict[str, Any]]:
     """Launch a backfill as the UI's *Launch backfill* does (the same GraphQL mutation, run
     config included), wait for the daemon to finish it, and return its runs."""
-    launched = _graphql(
+    launched = graphql(
         port,
         LAUNCH_BACKFILL,
         {
@@ -197,7 +182,7 @@ def _launch_backfill(
     assert result["__typename"] == "LaunchBackfillSuccess", result
     deadline = time.time() + 300
     while True:
-        status = _graphql(port, BACKFILL_STATUS, {"id": result["backfillId"]})
+        status = graphql(port, BACKFILL_STATUS, {"id": result["backfillId"]})
         state = status["partitionBackfillOrError"]["status"]
         if state not in ("REQUESTED", "CANCELING", "FAILING"):
             break
