@@ -733,8 +733,8 @@ SOURCES = [  # diverse lavfi footage; the hue turns once over each source's clip
     "testsrc2",
     "mandelbrot",
     "smptehdbars",
-    "life=mold=10:ratio=0.3",
-    "cellauto=rule=110",
+    "life=seed=7:mold=10:ratio=0.3",  # seeded: the same footage every run
+    "cellauto=seed=7:rule=110",
     "rgbtestsrc",
     "gradients=speed=0.05",
     "color=c=0x3050a0,noise=alls=30:allf=t",
