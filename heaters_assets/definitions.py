@@ -19,6 +19,7 @@ from heaters_assets.sensors.pipeline import (
     review_actions_sensor,
     submissions_sensor,
 )
+from heaters_assets.sensors.reaper import reaper_sensor
 from heaters_resources.orchestration.resources import (
     DatabaseResource,
     ObjectStoreResource,
@@ -40,6 +41,7 @@ SENSORS = [
     review_actions_sensor,
     approved_clips_sensor,
     missing_embeddings_sensor,
+    reaper_sensor,
 ]
 
 

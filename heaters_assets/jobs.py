@@ -10,6 +10,7 @@ from heaters_resources import steps
 from heaters_resources.db.models import ReviewEvent
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.states import leases
 
 ingest_video_job = dg.define_asset_job(
     names.INGEST_VIDEO_JOB,
@@ -47,9 +48,11 @@ def carry_out_review_action(
     context.log.info(f"review event {config.event_id}: {action} {clip_ids}")
     metadata: dict[str, Any] = {"action": action, "clips": dg.MetadataValue.json(clip_ids)}
     if action == "request_merge":
-        out = steps.execute_merge(db, store, clip_ids)
+        with leases.holding(db, context.run.run_id):
+            out = steps.execute_merge(db, store, clip_ids)
     elif action == "request_split":
-        out = steps.execute_split(db, store, clip_ids[0], int(payload["frame"]))
+        with leases.holding(db, context.run.run_id):
+            out = steps.execute_split(db, store, clip_ids[0], int(payload["frame"]))
     elif action == "archive":
         purged = steps.purge_archived_clips(db, store, clip_ids, event_id=config.event_id)
         metadata.update(
@@ -66,6 +69,10 @@ def carry_out_review_action(
         return dg.Output(None, metadata=metadata)
     else:
         raise dg.Failure(f"review action {action!r} needs no job")
+    if out.skipped:  # undone before or during the job: nothing to do, nothing to retry
+        context.log.info(f"review event {config.event_id} skipped: {out.skipped}")
+        metadata.update(skipped=out.skipped)
+        return dg.Output(None, metadata=metadata)
     # New clips start at `spliced`; the new-clips sensor starts their video's artifact run.
     metadata.update(new_clips=dg.MetadataValue.json(out.new_identifiers))
     return dg.Output(None, metadata=metadata)

@@ -122,7 +122,10 @@ def detect_scenes_cmd(
         typer.Option(help="Detector threshold (adaptive 3.0, content 27, histogram 0.6)."),
     ] = None,
     min_scene_len: Annotated[float, typer.Option(help="Minimum scene length, seconds.")] = 1.0,
-    analysis_width: Annotated[int, typer.Option(help="Frames are downscaled to this width.")] = 0,
+    analysis_width: Annotated[
+        int | None,
+        typer.Option(help="Frames are downscaled to this width (default 160; at least 16)."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Hard-cut scene detection; prints scenes and cut frames."""
@@ -135,7 +138,7 @@ def detect_scenes_cmd(
                 detector=detector,
                 threshold=threshold,
                 min_scene_len=min_scene_len,
-                analysis_width=analysis_width or None,
+                analysis_width=analysis_width,
                 progress=progress,
             )
         )
@@ -155,6 +158,8 @@ def _load_scenes(text: str) -> list[dict[str, Any]]:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"--scenes is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # `[[[[...` nested deeper than the parser's stack
+        raise InvalidInputError("--scenes is nested too deeply to be a list of scenes") from exc
     if isinstance(data, dict):
         data = data.get("scenes")
     if not isinstance(data, list):

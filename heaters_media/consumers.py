@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from heaters_media.errors import CorruptMediaError, InvalidInputError
-from heaters_media.keyframes import STRATEGIES, Keyframe, KeyframesResult, keyframe_positions
+from heaters_media.keyframes import (
+    STRATEGIES,
+    Keyframe,
+    KeyframesResult,
+    keyframe_positions,
+    square_pixels,
+)
 from heaters_media.probe import ProbeResult
 from heaters_media.sprite import (
     JPEG_MAX_DIMENSION,
@@ -103,7 +109,7 @@ class KeyframeConsumer:
         pattern = str(folder).replace("%", "%%") + "/kf_%d.jpg"
         opts = ["-fps_mode", "passthrough", "-frames:v", str(len(wanted)), "-q:v"]
         opts += [str(self.quality), "-start_number", "0", "-f", "image2", pattern]
-        return Branch(f"select={select}[{pad}]", [(pad, opts)])
+        return Branch(f"select={select}{square_pixels(src.info)}[{pad}]", [(pad, opts)])
 
     def memory(self, src: Source, clip: ClipRange) -> int:
         # A JPEG encoder and a frame pool at full size for each keyframe output.
@@ -136,8 +142,8 @@ class KeyframeConsumer:
             strategy=self.strategy,
             fps=src.info.fps,
             frame_count=clip.frames,
-            width=src.info.width,
-            height=src.info.height,
+            width=src.info.display_size[0],
+            height=src.info.display_size[1],
             keyframes=keyframes,
         )
 

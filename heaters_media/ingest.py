@@ -6,8 +6,10 @@ only when the original does not already qualify, ``normalized.mp4``. Everything 
 private staging folder and published at the end, so a failed download, a corrupt file or a failed
 transcode leaves nothing behind for a later step to mistake for a finished ingest.
 
-Only http(s) URLs are accepted: yt-dlp can also read ``file://`` and other schemes, and a
-submitted URL must not become a way to read the server's own files.
+Sources are checked first (:mod:`heaters_media.sources`: only http(s) URLs and readable local
+files); downloads are bounded in size, time and stalls (:mod:`heaters_media.download`); the
+staging folder is named after its owner so that the leftovers of a killed ingest are swept by
+the next one (:mod:`heaters_media.staging`).
 """
 
 from __future__ import annotations
@@ -15,28 +17,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
-from heaters_media.errors import DownloadFailedError, InvalidInputError
+from heaters_media.download import ORIGINAL_STEM, DownloadLimits, download, safe_ext
+from heaters_media.errors import InvalidInputError
 from heaters_media.normalize import Action, normalize
 from heaters_media.probe import probe
 from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
-from heaters_media.tools import publish, staging_dir
+from heaters_media.sources import classify_source
+from heaters_media.staging import owned_staging_dir, sweep_stale
+from heaters_media.tools import publish
 
 log = logging.getLogger(__name__)
 
-ORIGINAL_STEM = "original"
 NORMALIZED_NAME = "normalized.mp4"
-_ALLOWED_SCHEMES = ("http", "https")
-_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 # Share of the overall progress bar given to fetching (download or copy); the rest is
 # probing and normalizing.
@@ -95,51 +94,9 @@ class _Monotonic:
         return report
 
 
-def classify_source(
-    source: str | os.PathLike[str], *, allow_file_urls: bool = False
-) -> tuple[Literal["url", "file"], str]:
-    """Decide whether ``source`` is a URL to download or a local file, rejecting anything else.
-
-    Returns ``("url", url)`` or ``("file", path)``; raises InvalidInputError with the reason.
-    """
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    text = str(source).strip()
-    if not text:
-        raise InvalidInputError("empty source: give an http(s) URL or a local file path")
-    match = _SCHEME_RE.match(text)
-    if match:
-        scheme = match.group(1).lower()
-        if scheme == "file" and allow_file_urls:
-            return "url", text
-        if scheme not in _ALLOWED_SCHEMES:
-            raise InvalidInputError(
-                f"unsupported URL scheme {scheme!r} in {text!r}: only http and https URLs "
-                "are accepted (use a local path for files)",
-                source=text,
-            )
-        if not urlparse(text).netloc:
-            raise InvalidInputError(f"URL has no host: {text!r}", source=text)
-        return "url", text
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise InvalidInputError(
-            f"{text!r} is neither an http(s) URL nor an existing file", source=text
-        )
-    if not path.is_file():
-        raise InvalidInputError(f"not a regular file: {text}", source=text)
-    return "file", str(path)
-
-
-def _safe_ext(name: str) -> str:
-    """A lower-case extension usable in ``original.<ext>``; never taken verbatim if odd."""
-    ext = Path(name).suffix.lower().lstrip(".")
-    return ext if re.fullmatch(r"[a-z0-9]{1,8}", ext) else "bin"
-
-
 def _copy_local(src: Path, stage: Path, progress: ProgressFn) -> Path:
     """Hard-link ``src`` into the staging folder (instant, no extra disk), else copy it."""
-    dest = stage / f"{ORIGINAL_STEM}.{_safe_ext(src.name)}"
+    dest = stage / f"{ORIGINAL_STEM}.{safe_ext(src.name)}"
     progress(0.0, "copying")
     try:
         os.link(src, dest)
@@ -147,105 +104,6 @@ def _copy_local(src: Path, stage: Path, progress: ProgressFn) -> Path:
         shutil.copyfile(src, dest)
     progress(1.0, "copied")
     return dest
-
-
-class _YtdlpLogger:
-    """Routes yt-dlp's messages to logging (so nothing is printed on the CLI's stdout) and
-    remembers errors for the exception message."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def warning(self, msg: str) -> None:
-        log.info("yt-dlp: %s", msg)
-
-    def error(self, msg: str) -> None:
-        self.errors.append(msg)
-        log.info("yt-dlp: %s", msg)
-
-
-def _clean(message: str) -> str:
-    return _ANSI_RE.sub("", message).removeprefix("ERROR: ").strip()
-
-
-def _download(
-    url: str,
-    stage: Path,
-    *,
-    max_height: int,
-    allow_file_urls: bool,
-    ydl_opts: dict[str, Any] | None,
-    progress: ProgressFn,
-) -> tuple[Path, dict[str, Any]]:
-    """Download ``url`` with yt-dlp into ``stage``; return the file and yt-dlp's info dict."""
-    import yt_dlp
-    from yt_dlp.utils import YoutubeDLError
-
-    def hook(d: dict[str, Any]) -> None:
-        if d.get("status") == "downloading":
-            total = d.get("total_bytes") or d.get("total_bytes_estimate")
-            done = d.get("downloaded_bytes") or 0
-            if total:
-                progress(done / total, "downloading")
-        elif d.get("status") == "finished":
-            progress(1.0, "downloaded")
-
-    h = int(max_height)
-    logger = _YtdlpLogger()
-    dl_dir = stage / "download"
-    dl_dir.mkdir()
-    opts: dict[str, Any] = {
-        "format": f"bv*[height<={h}]+ba/b[height<={h}]/bv*+ba/b",
-        "merge_output_format": "mp4",
-        "quiet": True,
-        "noprogress": True,
-        "no_warnings": True,
-        "progress_hooks": [hook],
-        # A fixed name, never one built from the (untrusted) title.
-        "outtmpl": {"default": str(dl_dir / f"{ORIGINAL_STEM}.%(ext)s")},
-        "paths": {"home": str(dl_dir), "temp": str(dl_dir)},
-        "restrictfilenames": True,
-        "noplaylist": True,
-        "playlist_items": "1",
-        "cachedir": False,
-        "logger": logger,
-        "enable_file_urls": allow_file_urls,
-    }
-    opts.update(ydl_opts or {})
-    try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(url, download=True)
-            info = ydl.sanitize_info(info) if info else None
-    except YoutubeDLError as exc:
-        reason = _clean(str(exc) or (logger.errors[-1] if logger.errors else type(exc).__name__))
-        raise DownloadFailedError(f"download failed for {url}: {reason}", url=url) from exc
-    if not info:
-        raise DownloadFailedError(f"download failed for {url}: yt-dlp returned nothing", url=url)
-    if info.get("entries"):
-        info = next((e for e in info["entries"] if e), info)
-    files = [
-        Path(d["filepath"])
-        for d in info.get("requested_downloads") or []
-        if d.get("filepath") and Path(d["filepath"]).is_file()
-    ]
-    if not files:
-        files = sorted(
-            f
-            for f in dl_dir.glob(f"{ORIGINAL_STEM}.*")
-            if f.is_file() and not f.name.endswith((".part", ".ytdl"))
-        )
-    if not files:
-        raise DownloadFailedError(f"download failed for {url}: no file was written", url=url)
-    dest = stage / f"{ORIGINAL_STEM}.{_safe_ext(files[0].name)}"
-    os.replace(files[0], dest)
-    shutil.rmtree(dl_dir, ignore_errors=True)
-    return dest, info
 
 
 def _info_str(info: dict[str, Any], key: str) -> str | None:
@@ -272,6 +130,7 @@ def ingest(
     progress: ProgressFn | None = None,
     allow_file_urls: bool = False,
     ydl_opts: dict[str, Any] | None = None,
+    limits: DownloadLimits | None = None,
 ) -> IngestResult:
     """Download (http/https URL, via yt-dlp) or copy (local path) ``source`` into ``out_dir``.
 
@@ -279,6 +138,10 @@ def ingest(
     when it does not qualify (or always with ``force_normalize``), and the final file probed.
     ``max_height`` caps the downloaded quality. ``allow_file_urls`` lets trusted callers pass
     ``file://`` URLs through yt-dlp; ``ydl_opts`` overrides yt-dlp options (tests, cookies).
+    ``limits`` bound a download's size, duration and stalls (default: ``DownloadLimits()``).
+
+    Staging folders left in ``out_dir`` by killed ingests (a partial download can be
+    gigabytes) are removed first when their owner process is gone.
 
     Raises InvalidInputError (bad URL/path), DownloadFailedError, CorruptMediaError,
     UnsupportedMediaError or ToolFailedError; on any failure ``out_dir`` gets no new files.
@@ -289,15 +152,19 @@ def ingest(
     source_type, where = classify_source(source, allow_file_urls=allow_file_urls)
     report = _Monotonic(progress)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"output folder is a file: {out}")
+    sweep_stale(out)
     info: dict[str, Any] = {}
-    with staging_dir(out) as stage:
+    with owned_staging_dir(out) as stage:
         fetch = report.span(0.0, _FETCH_SHARE)
         if source_type == "url":
-            original, info = _download(
+            original, info = download(
                 where,
                 stage,
                 max_height=max_height,
                 allow_file_urls=allow_file_urls,
+                limits=limits or DownloadLimits(),
                 ydl_opts=ydl_opts,
                 progress=fetch,
             )

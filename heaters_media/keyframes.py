@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heaters_media.errors import CorruptMediaError, InvalidInputError
-from heaters_media.probe import probe_video
+from heaters_media.probe import ProbeResult, probe_video
 from heaters_media.results import Result
 from heaters_media.tools import (
     existing_file,
@@ -55,6 +55,19 @@ def keyframe_positions(frame_count: int, strategy: str) -> list[tuple[int, int]]
     return [(pct, min(frame_count - 1, frame_count * pct // 100)) for pct in STRATEGIES[strategy]]
 
 
+def square_pixels(info: ProbeResult) -> str:
+    """Filters (with a leading comma, or nothing) giving a JPEG the clip's displayed shape.
+
+    ffmpeg already turns rotated frames upright; an anamorphic clip (pixels not square) is
+    also scaled to square pixels, since browsers ignore a JPEG's pixel aspect. The JPEG is then
+    ``info.display_size``, the size its metadata reports.
+    """
+    if info.sar == 1:
+        return ""
+    width, height = info.display_size
+    return f",scale={width}:{height},setsar=1"
+
+
 def extract_keyframes(
     clip: str | os.PathLike[str],
     strategy: str = "midpoint",
@@ -87,7 +100,7 @@ def extract_keyframes(
             ffmpeg_cmd(
                 *video_input_args(src),
                 "-vf",
-                f"select={select}",
+                f"select={select}{square_pixels(info)}",
                 "-fps_mode",
                 "passthrough",
                 "-frames:v",
@@ -130,7 +143,7 @@ def extract_keyframes(
         strategy=strategy,
         fps=info.fps,
         frame_count=info.frame_count,
-        width=info.width,
-        height=info.height,
+        width=info.display_size[0],
+        height=info.display_size[1],
         keyframes=keyframes,
     )

@@ -127,6 +127,11 @@ def _merge_copy(pa: Path, pb: Path, ia: ProbeResult, out: Path, want: int) -> bo
     return False
 
 
+def _even(size: tuple[int, int]) -> tuple[int, int]:
+    """The largest even size within ``size`` (H.264 yuv420p needs even sides), at least 2x2."""
+    return max(2, size[0] - size[0] % 2), max(2, size[1] - size[1] % 2)
+
+
 def _merge_encode(
     pa: Path,
     pb: Path,
@@ -138,12 +143,17 @@ def _merge_encode(
     preset: str,
     threads: int,
 ) -> None:
-    w, h = ia.width - ia.width % 2, ia.height - ia.height % 2
+    """Re-encode ``pa`` then ``pb`` into ``out`` with the concat filter (see merge_clips)."""
+    w, h = _even(ia.display_size)
     rate = Fraction(ia.fps_fraction)
     chains = []
-    for i in range(2):
+    for i, info in enumerate((ia, ib)):
+        # Frames arrive upright (ffmpeg applies rotation); make their pixels square, then fit
+        # them inside a's frame with their aspect kept, padding the rest with black.
+        sw, sh = info.display_size
+        square = f"scale={sw}:{sh},setsar=1," if info.sar != 1 else ""
         chains.append(
-            f"[{i}:v:0]scale={w}:{h}:force_original_aspect_ratio=decrease,"
+            f"[{i}:v:0]{square}scale={w}:{h}:force_original_aspect_ratio=decrease,"
             f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p,setpts=PTS-STARTPTS[v{i}]"
         )
     audio = ia.has_audio or ib.has_audio
@@ -198,8 +208,15 @@ def merge_clips(
 
     Clips with identical codec parameters (same encoder settings, as the clips of one split
     usually have) are joined by stream copy through the concat demuxer; anything else is
-    re-encoded with the concat filter (``b`` scaled/padded to ``a``'s size, timestamps laid out
-    at ``a``'s frame rate, silence where a clip has no audio).
+    re-encoded with the concat filter: timestamps laid out at ``a``'s frame rate, silence where
+    a clip has no audio.
+
+    Clips of different shapes (another size, portrait next to landscape, a rotated phone clip,
+    anamorphic pixels) are never stretched: the merged clip takes ``a``'s frame as it is shown
+    (rotation applied, square pixels, even sides), and ``b`` is scaled to fit inside it with its
+    own aspect ratio kept, the rest padded black (letterbox or pillarbox). That is what a
+    player does with a clip of another shape, and it keeps ``a``, the clip the reviewer picked
+    first, exactly as it was; refusing would leave the reviewer no way to merge such clips.
     """
     started = time.monotonic()
     pa, pb = existing_file(a), existing_file(b)
@@ -217,6 +234,7 @@ def merge_clips(
         and ia.video_codec == "h264"
         and ia.pix_fmt == "yuv420p"
         and ia.audio_codec in (None, "aac")
+        and ia.rotation == ib.rotation  # one display matrix would turn the other clip
         and not ia.is_vfr
         and not ib.is_vfr
     )

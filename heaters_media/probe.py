@@ -64,10 +64,27 @@ class ProbeResult(Result):
     start_time: float
     tags: dict[str, str] = field(default_factory=dict)
     declared_frames: int | None = None  # the container's own frame count, where it has one
+    #: ``width`` x ``height`` are the frames as ffmpeg decodes them, rotation applied (a phone
+    #: video stored 1920x1080 with a 90 degree display matrix is 1080x1920): every JPEG, sprite
+    #: tile and re-encode made from the file has that shape. The stored (coded) size is here.
+    coded_width: int = 0
+    coded_height: int = 0
+    #: Shape of one pixel of those frames (anamorphic video: not 1:1), rotation applied.
+    sample_aspect_ratio: str = "1:1"
 
     @property
     def has_audio(self) -> bool:
         return self.audio_codec is not None
+
+    @property
+    def sar(self) -> Fraction:
+        return _fraction(self.sample_aspect_ratio.replace(":", "/")) or Fraction(1)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """The frame size as a player shows it: rotation applied and pixels made square
+        (the width scaled by the sample aspect ratio, as ffmpeg's ``scale=iw*sar:ih``)."""
+        return max(1, round(self.width * self.sar)), self.height
 
 
 def _fraction(text: str | None) -> Fraction | None:
@@ -83,9 +100,22 @@ def _fraction(text: str | None) -> Fraction | None:
 def _rotation(stream: dict[str, Any]) -> int:
     for side in stream.get("side_data_list", []) or []:
         if "rotation" in side:
-            return round(float(side["rotation"])) % 360
+            try:
+                return round(float(side["rotation"])) % 360
+            except (TypeError, ValueError, OverflowError):  # nan/inf from a hostile file
+                return 0
     tag = (stream.get("tags") or {}).get("rotate")
     return int(tag) % 360 if tag and tag.lstrip("-").isdigit() else 0
+
+
+def _geometry(v: dict[str, Any], rotation: int) -> tuple[int, int, str]:
+    """(width, height, sample aspect ratio) of the frames as decoded with rotation applied:
+    a quarter turn swaps the sides and inverts the pixel shape (as ffmpeg's ``transpose``)."""
+    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
+    sar = _fraction(str(v.get("sample_aspect_ratio") or "").replace(":", "/")) or Fraction(1)
+    if rotation % 180 == 90:
+        width, height, sar = height, width, 1 / sar
+    return width, height, f"{sar.numerator}:{sar.denominator}"
 
 
 def is_faststart(path: str | os.PathLike[str]) -> bool:
@@ -229,6 +259,8 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     rate, is_vfr = _frame_rate(v, p)
     frame_count, duration, declared = _frames_and_duration(v, fmt, rate, p, verify=verify)
     bit_rate = fmt.get("bit_rate")
+    rotation = _rotation(v)
+    width, height, sar = _geometry(v, rotation)
     tags = {str(k).lower(): str(val) for k, val in (fmt.get("tags") or {}).items()}
     return ProbeResult(
         path=str(p),
@@ -239,9 +271,9 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
         fps_fraction=f"{rate.numerator}/{rate.denominator}",
         is_vfr=is_vfr,
         frame_count=frame_count,
-        width=int(v.get("width") or 0),
-        height=int(v.get("height") or 0),
-        rotation=_rotation(v),
+        width=width,
+        height=height,
+        rotation=rotation,
         video_codec=str(v.get("codec_name", "")),
         pix_fmt=str(v.get("pix_fmt", "")),
         profile=v.get("profile"),
@@ -253,6 +285,9 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
         start_time=float(v.get("start_time") or fmt.get("start_time") or 0.0),
         tags={k: tags[k] for k in ("title", "artist", "comment", "encoder") if k in tags},
         declared_frames=declared,
+        coded_width=int(v.get("width") or 0),
+        coded_height=int(v.get("height") or 0),
+        sample_aspect_ratio=sar,
     )
 
 
@@ -280,10 +315,25 @@ class Packets:
     discard: int
     time_base: Fraction
     format_start: Fraction
+    #: Each packet's duration in time-base units (0 where the container gives none).
+    durations: list[int] = field(default_factory=list)
 
     def time(self, index: int) -> Fraction:
         """Seconds of frame ``index`` relative to the file start that ``-ss`` is measured from."""
         return self.pts[index] * self.time_base - self.format_start
+
+    def elapsed(self, index: int, frame_dur: Fraction) -> Fraction:
+        """Seconds from the first frame's display to frame ``index``'s, from the real timestamps
+        (a variable-frame-rate video's frames are not ``index / fps`` apart). ``index`` may be
+        the frame count: the end of the last frame, by its own duration where the container
+        records one, else ``frame_dur``."""
+        if not self.pts:
+            return index * frame_dur
+        if index < len(self.pts):
+            return (self.pts[index] - self.pts[0]) * self.time_base
+        last = self.durations[-1] if len(self.durations) == len(self.pts) else 0
+        end = (self.pts[-1] - self.pts[0]) * self.time_base
+        return end + (last * self.time_base if last > 0 else frame_dur)
 
 
 def read_packets(path: Path, *, keep_discarded: bool = False, what: str | None = None) -> Packets:
@@ -299,7 +349,7 @@ def read_packets(path: Path, *, keep_discarded: bool = False, what: str | None =
             "-select_streams",
             "v:0",
             "-show_entries",
-            "packet=pts,pts_time,flags:stream=time_base:format=start_time",
+            "packet=pts,pts_time,duration,flags:stream=time_base:format=start_time",
         ],
         what=what,
     )
@@ -312,7 +362,7 @@ def read_packets(path: Path, *, keep_discarded: bool = False, what: str | None =
         fmt_start = Fraction((info.get("format") or {}).get("start_time") or "0")
     except ValueError:
         fmt_start = Fraction(0)
-    rows: list[tuple[int, float, bool]] = []
+    rows: list[tuple[int, float, bool, int]] = []
     discard = 0
     for pk in info.get("packets") or []:
         flags = str(pk.get("flags", ""))
@@ -320,9 +370,10 @@ def read_packets(path: Path, *, keep_discarded: bool = False, what: str | None =
             discard += 1
             if not keep_discarded:
                 continue
-        pts = pk.get("pts")
-        if isinstance(pts, int) or (isinstance(pts, str) and pts.lstrip("-").isdigit()):
-            rows.append((int(pts), float(pk.get("pts_time") or 0.0), "K" in flags))
+        pts = _integer(pk.get("pts"))
+        if pts is not None:
+            duration = _integer(pk.get("duration")) or 0
+            rows.append((pts, float(pk.get("pts_time") or 0.0), "K" in flags, duration))
     rows.sort()
     return Packets(
         pts=[r[0] for r in rows],
@@ -331,7 +382,17 @@ def read_packets(path: Path, *, keep_discarded: bool = False, what: str | None =
         discard=discard,
         time_base=tb,
         format_start=fmt_start,
+        durations=[r[3] for r in rows],
     )
+
+
+def _integer(value: Any) -> int | None:
+    """An integer field of ffprobe's JSON (a number, or a string of digits), else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
 
 
 def clip_is_exact(path: Path, frames: int, max_start: Fraction = Fraction(1, 1000)) -> bool:

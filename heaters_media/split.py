@@ -293,13 +293,16 @@ def _encoded(job: _Job, plan: _Plan, dest: Path) -> ClipFile:
 
 
 def _clip_file(job: _Job, plan: _Plan, dest: Path, method: Method) -> ClipFile:
+    """Describe a cut clip. Its times are the source frames' own timestamps (seconds from the
+    first frame), not ``frame / fps``: on variable-frame-rate video the average rate puts a
+    clip seconds away from where it plays."""
     return ClipFile(
         index=plan.index,
         path=str(job.out / plan.name),
         start_frame=plan.start,
         end_frame=plan.end,
-        start_time=round(plan.start / float(job.fps), 6),
-        end_time=round(plan.end / float(job.fps), 6),
+        start_time=round(float(job.pk.elapsed(plan.start, job.frame_dur)), 6),
+        end_time=round(float(job.pk.elapsed(plan.end, job.frame_dur)), 6),
         frame_count=plan.end - plan.start,
         method=method,
         size=dest.stat().st_size,

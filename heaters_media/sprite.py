@@ -139,13 +139,16 @@ def plan_sheet(
 ) -> tuple[SpriteResult, Fraction]:
     """The sheet of a clip of ``frames`` frames of a video like ``info``, and its sampling rate.
 
-    Tiles keep the video's aspect ratio (even height); ``names`` are the result's path,
+    Tiles keep the video's displayed aspect ratio (even height); ``names`` are the result's path,
     json_path and clip. Shared by :func:`make_sprite` and the one-pass engine's consumer, so
     both plan the same sheet.
     """
     if info.width <= 0 or info.height <= 0:
         raise InvalidInputError(f"{Path(names[2]).name} has no frame size")
-    tile_height = max(2, 2 * round(tile_width * info.height / info.width / 2))
+    # The displayed shape (rotation applied, pixels made square), not the stored one: a
+    # portrait phone video stored landscape would otherwise get squashed landscape tiles.
+    shown_width, shown_height = info.display_size
+    tile_height = max(2, 2 * round(tile_width * shown_height / shown_width / 2))
     clip_fps = Fraction(info.fps_fraction)
     rate, n, cols, rows = plan_sprite(
         frames,

@@ -56,3 +56,9 @@ class DatabaseVersionError(HeatersStateError):
     fail (or, with mismatched binaries, risk the data), so the folder is left untouched and the
     message says how to carry it over or set it aside.
     """
+
+
+class RunFailedError(HeatersStateError):
+    """A Dagster run that a command started (``heaters demo``) failed or its worker died; the
+    message names the run's log. Its rows are left retryable (leases), so running the same
+    command again resumes it."""

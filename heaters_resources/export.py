@@ -6,7 +6,10 @@ its artifacts, and optionally its embeddings. Rows are read in id order in batch
 pagination), so memory stays flat for any library size, and the file is written to a temporary
 name and renamed, so a reader never sees half a manifest.
 
-Parquet needs `pyarrow`, which is optional: without it, ask for JSONL.
+Parquet needs `pyarrow`, which is optional: without it, ask for JSONL. The format comes from
+`--format` or the file's extension (`.jsonl`/`.ndjson`, `.parquet`); any other extension
+(`.csv`, `.json`, none) is refused rather than guessed, so a file never holds something other
+than its name says. CSV is not offered: rows carry lists (keyframe keys, embeddings).
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from sqlalchemy import ARRAY, Select, Text, bindparam, func, select, true, type_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.types import NullType
 
+from heaters_media.errors import InvalidInputError
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding, SourceVideo
 
 Format = Literal["jsonl", "parquet"]
+FORMATS: dict[str, Format] = {"jsonl": "jsonl", "parquet": "parquet"}
+EXTENSIONS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 APPROVED_STATES = ("approved", "embedding", "embedded", "embedding_failed")
 BATCH = 1000
 # psycopg2 already returns arrays as lists: SQLAlchemy's per-item ARRAY processing of them was
@@ -202,6 +208,46 @@ def _embeddings(
     return out
 
 
+def manifest_format(out: str | Path, fmt: str | None = None) -> Format:
+    """The format to write `out` in: `fmt` when given, else from the extension (`-`: JSONL).
+
+    An unknown `fmt` or extension is an InvalidInputError naming the choices: `x.csv` written
+    as JSONL would be a file that lies about its contents.
+    """
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise InvalidInputError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
+        return FORMATS[fmt]
+    if str(out) == "-":
+        return "jsonl"
+    suffix = Path(out).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise InvalidInputError(
+            f"cannot tell the format of {str(out)[:200]!r} from its extension "
+            f"{suffix or '(none)'!r}: name it {', '.join(EXTENSIONS)} "
+            "or pass --format jsonl|parquet"
+        )
+    return EXTENSIONS[suffix]
+
+
+def check_target(out: str | Path) -> None:
+    """Refuse a target that cannot become a file, before any query runs."""
+    if str(out) == "-":
+        return
+    target = Path(out)
+    try:
+        if not str(out) or target.is_dir():
+            raise InvalidInputError(f"export target is a folder, not a file: {str(out)[:200]}")
+        parent = target.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        below_file = not parent.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise InvalidInputError(f"cannot write {str(out)[:200]}: {exc.strerror or exc}") from exc
+    if below_file:
+        raise InvalidInputError(f"export target is below a file, not a folder: {parent}")
+
+
 def export_manifest(
     db: Database,
     out: str | Path,
@@ -211,24 +257,28 @@ def export_manifest(
     model_name: str | None = None,
     video_id: int | None = None,
 ) -> ExportResult:
-    """Write the manifest to `out` (`-`: JSONL on stdout); returns where and how many rows."""
+    """Write the manifest to `out` (`-`: JSONL on stdout); returns where and how many rows.
+
+    A target that cannot be written (a folder, below a file, no permission) is an
+    InvalidInputError, not an OSError from deep inside the writer."""
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
+    check_target(out)
     rows = manifest_rows(db, embeddings=embeddings, model_name=model_name, video_id=video_id)
-    if fmt == "parquet":
-        if str(out) == "-":
-            raise ValueError("Parquet cannot go to stdout; give a file name")
-        _require_pyarrow()
-        return ExportResult(
-            str(out), fmt, _atomic(Path(out), lambda f: _parquet(rows, f, embeddings))
-        )
-    if fmt != "jsonl":
-        raise ValueError(f"unknown format {fmt!r}: jsonl or parquet")
     if str(out) == "-":
+        if fmt == "parquet":
+            raise InvalidInputError("Parquet cannot go to stdout; give a file name")
         return ExportResult("-", fmt, _jsonl(rows, sys.stdout))
-    return ExportResult(
-        str(out),
-        fmt,
-        _atomic(Path(out), lambda f: _jsonl(rows, open(f, "w", encoding="utf-8"), close=True)),
-    )
+    if fmt == "parquet":
+        _require_pyarrow()
+    try:
+        if fmt == "parquet":
+            count = _atomic(Path(out), lambda f: _parquet(rows, f, embeddings))
+        else:
+            count = _atomic(Path(out), lambda f: _jsonl_file(rows, f))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {str(out)[:200]}: {exc.strerror or exc}") from exc
+    return ExportResult(str(out), fmt, count)
 
 
 def _atomic(target: Path, write: Any) -> int:
@@ -244,18 +294,20 @@ def _atomic(target: Path, write: Any) -> int:
     return count
 
 
-def _jsonl(rows: Iterator[dict[str, Any]], stream: IO[str], close: bool = False) -> int:
+def _jsonl(rows: Iterator[dict[str, Any]], stream: IO[str]) -> int:
     count, write = 0, stream.write
     try:
         for row in rows:
             write(_ENCODE(row) + "\n")
             count += 1
     finally:
-        if close:
-            stream.close()
-        else:
-            stream.flush()
+        stream.flush()
     return count
+
+
+def _jsonl_file(rows: Iterator[dict[str, Any]], path: str) -> int:
+    with open(path, "w", encoding="utf-8") as stream:
+        return _jsonl(rows, stream)
 
 
 def _require_pyarrow() -> None:

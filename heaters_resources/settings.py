@@ -10,7 +10,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from heaters_media.download import DownloadLimits
 
 DEFAULT_HOME = "./.heaters"
 
@@ -35,6 +38,24 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"{name}={raw!r} must be a finite number of seconds >= 0")
     return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds > 0 (a limit of zero would refuse everything)."""
+    value = _seconds(env, name, default)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0")
+    return value
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number of bytes; a malformed value is an error, not a silent default."""
+    raw = _clean(env.get(name))
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a whole number of bytes >= 1")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,16 @@ class Settings:
     #: its cookies (None: a random one per process, so sessions end with the process).
     review_token: str | None = None
     review_secret: str | None = None
+    #: URL downloads (yt-dlp): the most bytes one may write, its overall deadline, and how long
+    #: it may stall (silent, or under 64 KiB in that time) before it fails as download_failed.
+    max_download_bytes: int = 20 * 1024**3
+    download_timeout_seconds: float = 7200.0
+    download_stall_seconds: float = 60.0
+    #: Leases (states.leases): how long a worker on another host counts as alive without a
+    #: heartbeat (on its own host, its process table answers at once).
+    lease_seconds: float = 120.0
+    #: Crash tests only (heaters_resources.faults): the named point where a worker kills itself.
+    fault_point: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,10 +112,25 @@ class Settings:
             archive_grace_seconds=_seconds(env, "HEATERS_ARCHIVE_GRACE_SECONDS", 60.0),
             review_token=_clean(env.get("HEATERS_REVIEW_TOKEN")),
             review_secret=_clean(env.get("HEATERS_REVIEW_SECRET")),
+            max_download_bytes=_bytes(env, "HEATERS_MAX_DOWNLOAD_BYTES", 20 * 1024**3),
+            download_timeout_seconds=_positive(env, "HEATERS_DOWNLOAD_TIMEOUT_SECONDS", 7200.0),
+            download_stall_seconds=_positive(env, "HEATERS_DOWNLOAD_STALL_SECONDS", 60.0),
+            lease_seconds=_positive(env, "HEATERS_LEASE_SECONDS", 120.0),
+            fault_point=_clean(env.get("HEATERS_FAULT_POINT")),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def download_limits(self) -> DownloadLimits:
+        """The URL-download limits, in the form ``heaters_media.ingest.ingest`` takes them."""
+        from heaters_media.download import DownloadLimits
+
+        return DownloadLimits(
+            max_bytes=self.max_download_bytes,
+            timeout_seconds=self.download_timeout_seconds,
+            stall_seconds=self.download_stall_seconds,
+        )
 
     @property
     def pgdata_dir(self) -> Path:

@@ -28,6 +28,7 @@ TABLES = (
     "clip_artifacts",
     "clips",
     "source_videos",
+    "leases",
 )
 
 

@@ -20,9 +20,12 @@ from heaters_assets.materializations import per_video, video_ids
 from heaters_assets.partitions import CLIP_BACKFILL_POLICY, source_videos_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
+from heaters_resources.db.engine import Database
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.states import leases
 from heaters_resources.store import keys
+from heaters_resources.store.objects import ObjectStore
 
 KEYFRAMES = dg.AssetKey(names.KEYFRAMES_ASSET)
 SPRITE_SHEET = dg.AssetKey(names.SPRITE_SHEET_ASSET)
@@ -86,6 +89,16 @@ def clip_artifacts(
     object_store: ObjectStoreResource,
 ) -> Iterator[Any]:
     db, store = database.get_database(), object_store.get_store()
+    with leases.holding(db, context.run.run_id):
+        yield from _clip_artifacts(context, config, db, store)
+
+
+def _clip_artifacts(
+    context: dg.AssetExecutionContext,
+    config: ClipArtifactsConfig,
+    db: Database,
+    store: ObjectStore,
+) -> Iterator[Any]:
     selected = context.selected_asset_keys
     videos = video_ids(context)
     kf_clips = (

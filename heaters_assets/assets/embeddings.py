@@ -19,6 +19,7 @@ from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.states import leases
 from heaters_resources.steps import embeddings
 from heaters_resources.steps.checks import embedding_problems
 
@@ -67,21 +68,22 @@ def clip_embedding(
     wanted = set(embeddings.EMBEDDABLE_STATES) | {"embedding_failed"}
     if config.before_review:
         wanted.add("pending_review")
-    clips = steps.clips_of_videos(db, video_ids(context), wanted)
-    out = embeddings.embed_clips(
-        db,
-        store,
-        [ident for _, ident in clips],
-        model=config.model,
-        strategy=config.strategy,
-        model_path=config.model_path,
-        offline=config.offline,
-        overwrite=config.overwrite,
-        before_review=config.before_review,
-        batch_size=config.batch_size,
-        device=config.device,
-        progress=run_log_progress(context, "embeddings"),
-    )
+    with leases.holding(db, context.run.run_id):
+        clips = steps.clips_of_videos(db, video_ids(context), wanted)
+        out = embeddings.embed_clips(
+            db,
+            store,
+            [ident for _, ident in clips],
+            model=config.model,
+            strategy=config.strategy,
+            model_path=config.model_path,
+            offline=config.offline,
+            overwrite=config.overwrite,
+            before_review=config.before_review,
+            batch_size=config.batch_size,
+            device=config.device,
+            progress=run_log_progress(context, "embeddings"),
+        )
     d = out.details
     dimension = int(d.get("dimension", 0))
     common = {

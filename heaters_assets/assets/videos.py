@@ -12,6 +12,7 @@ from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.states import leases
 
 
 @dg.asset(
@@ -28,15 +29,19 @@ def source_video(
     object_store: ObjectStoreResource,
 ) -> dg.MaterializeResult:
     video_id = int(context.partition_key)
-    out = steps.ingest_source_video(
-        database.get_database(),
-        object_store.get_store(),
-        video_id,
-        max_height=config.max_height,
-        force_normalize=config.force_normalize,
-        overwrite=config.overwrite,
-        progress=run_log_progress(context, f"ingest {video_id}"),
-    )
+    db = database.get_database()
+    with leases.holding(db, context.run.run_id):
+        out = steps.ingest_source_video(
+            db,
+            object_store.get_store(),
+            video_id,
+            max_height=config.max_height,
+            force_normalize=config.force_normalize,
+            overwrite=config.overwrite,
+            progress=run_log_progress(context, f"ingest {video_id}"),
+        )
+    if out.skipped:
+        context.log.info(f"video {video_id} was already ingested; set overwrite to fetch it again")
     return dg.MaterializeResult(
         metadata={
             "title": out.title or "",
@@ -49,6 +54,7 @@ def source_video(
             "original_key": out.original_key,
             "normalized_key": out.normalized_key or "(original kept)",
             "seconds": round(out.seconds, 2),
+            "skipped": out.skipped,
         }
     )
 
@@ -76,16 +82,19 @@ def clip_splits(
 ) -> dg.MaterializeResult:
     video_id = int(context.partition_key)
     db = database.get_database()
-    out = steps.splice_source_video(
-        db,
-        object_store.get_store(),
-        video_id,
-        detector=config.detector,
-        threshold=config.threshold,
-        min_scene_len=config.min_scene_len,
-        overwrite=config.overwrite,
-        progress=run_log_progress(context, f"splice {video_id}"),
-    )
+    with leases.holding(db, context.run.run_id):
+        out = steps.splice_source_video(
+            db,
+            object_store.get_store(),
+            video_id,
+            detector=config.detector,
+            threshold=config.threshold,
+            min_scene_len=config.min_scene_len,
+            overwrite=config.overwrite,
+            progress=run_log_progress(context, f"splice {video_id}"),
+        )
+    if out.skipped:
+        context.log.info(f"video {video_id} was already spliced; set overwrite to cut it again")
     if out.retired_identifiers:
         context.log.info(f"replaced {len(out.retired_identifiers)} earlier clips of the video")
     gaps = steps.tiling_problems(db, video_id)
@@ -102,6 +111,7 @@ def clip_splits(
             "split_seconds": round(out.split_seconds, 2),
             "scene_params": dg.MetadataValue.json(out.scene_params),
             "retired_clips": len(out.retired_identifiers),
+            "skipped": out.skipped,
         },
         check_results=[
             dg.AssetCheckResult(

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from heaters_resources import states
 from heaters_resources.db.models import SourceVideo
+from heaters_resources.fingerprint import file_fingerprint
 from heaters_resources.orchestration.resources import (
     DatabaseResource,
     ObjectStoreResource,
@@ -37,8 +38,12 @@ VIDEO_SUFFIXES = {
 }
 
 
-def register_once(database: DatabaseResource, source: str, identity: str, title: str) -> bool:
-    """Create a ``new`` source video for ``identity`` unless one exists; True if created."""
+def register_once(
+    database: DatabaseResource, source: str, identity: str, title: str, fingerprint: str
+) -> bool:
+    """Create a ``new`` source video for ``identity`` unless one exists, or one holds the same
+    content (``fingerprint``: the file dropped in the inbox and given to ``heaters demo`` is one
+    video); True if created."""
     db = database.get_database()
     with db.session() as session:
         exists = session.scalar(
@@ -48,8 +53,10 @@ def register_once(database: DatabaseResource, source: str, identity: str, title:
         )
     if exists is not None:
         return False
-    states.create_source_video(db, source, title=title, info={"inbox_identity": identity})
-    return True
+    _, created = states.register_source_video(
+        db, source, fingerprint=fingerprint, title=title, info={"inbox_identity": identity}
+    )
+    return created
 
 
 @dg.sensor(
@@ -72,7 +79,8 @@ def inbox_sensor(
         identity = f"file:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
         if seen.get(path.name) == identity or now - st.st_mtime < config.inbox_settle_seconds:
             continue  # already registered, or still being copied in
-        if register_once(database, str(path.resolve()), identity, path.stem):
+        source = str(path.resolve())
+        if register_once(database, source, identity, path.stem, file_fingerprint(source)):
             added.append(path.name)
         seen[path.name] = identity
     seen = {k: v for k, v in seen.items() if (inbox / k).exists()}
@@ -106,7 +114,7 @@ def store_inbox_sensor(
         identity = f"store:{obj.key}:{obj.size}:{obj.last_modified.timestamp():.0f}"
         if seen.get(obj.key) == identity:
             continue
-        if register_once(database, f"store:{obj.key}", identity, Path(obj.key).stem):
+        if register_once(database, f"store:{obj.key}", identity, Path(obj.key).stem, identity):
             added.append(obj.key)
         seen[obj.key] = identity
     return dg.SensorResult(

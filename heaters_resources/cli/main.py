@@ -68,7 +68,12 @@ def db_status_cmd() -> None:
 @app.command("cleanup")
 def cleanup_cmd(
     min_age_hours: Annotated[
-        float, typer.Option(min=0.0, help="Leave objects younger than this (uploads in flight).")
+        float,
+        typer.Option(
+            min=0.0,
+            max=876_000.0,  # 100 years: a larger (or infinite) age overflows a timedelta
+            help="Leave objects younger than this (uploads in flight).",
+        ),
     ] = 1.0,
     dry_run: Annotated[
         bool, typer.Option(help="List what would be deleted, delete nothing.")
@@ -105,12 +110,14 @@ if __name__ == "__main__":
 
 
 def _register_platform_commands() -> None:
+    from heaters_resources.cli import doctor as cli_doctor
     from heaters_resources.cli import platform as cli_platform
 
     app.command("submit")(cli_platform.submit)
     app.command("status")(cli_platform.status)
     app.command("dev")(cli_platform.dev)
     app.command("demo")(cli_platform.demo)
+    app.command("doctor")(cli_doctor.doctor)
 
 
 _register_platform_commands()
@@ -138,13 +145,32 @@ _register_review_commands()
 
 def run() -> None:
     """The console script: the app, with expected errors (a database made by another
-    PostgreSQL, an unknown clip, a bad video) as one line on stderr and exit status 2 instead of
-    a traceback. Anything else is a bug and keeps its traceback."""
+    PostgreSQL, an unknown clip, a bad video) and usage mistakes (a bad option value, a
+    missing argument) as one line on stderr and exit status 2 instead of a traceback or
+    Click's text box. Anything else is a bug and keeps its traceback. Help (``--help``, or no
+    arguments) is printed as usual."""
+    import sys
+
     from heaters_media.errors import MediaError
     from heaters_resources.errors import HeatersStateError
 
-    try:
+    if len(sys.argv) <= 1:
         app()
+        return
+    try:
+        code = app(standalone_mode=False)
     except (HeatersStateError, MediaError) as exc:
         typer.echo(f"heaters: {exc}", err=True)
         raise SystemExit(2) from None
+    except typer.Abort:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        # Click's errors (Typer vendors Click, so matched by their shape: an exit code and a
+        # formatted message); anything else is a bug and keeps its traceback.
+        exit_code = getattr(exc, "exit_code", None)
+        if not isinstance(exit_code, int) or not hasattr(exc, "format_message"):
+            raise
+        message = " ".join(str(exc.format_message()).split())
+        typer.echo(f"heaters: {message}", err=True)
+        raise SystemExit(exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

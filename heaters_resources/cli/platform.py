@@ -20,9 +20,11 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from heaters_resources import states
-from heaters_resources.db.engine import get_database
+from heaters_resources import faults, states
+from heaters_resources.cli.options import MAX_ID
+from heaters_resources.db.engine import Database, get_database
 from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
+from heaters_resources.fingerprint import source_fingerprint
 from heaters_resources.orchestration import names
 from heaters_resources.settings import Settings
 
@@ -31,29 +33,65 @@ _URL = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
 
 
 def normalize_source(source: str) -> str:
-    """An http(s) URL as given, or an existing local file as an absolute path."""
+    """An http(s) URL as given (if it parses: `http://[::1` would only fail at ingest), or an
+    existing local file as an absolute path."""
     if _URL.match(source):
+        from heaters_media.errors import InvalidInputError
+        from heaters_media.sources import classify_source
+
+        try:
+            classify_source(source)
+        except InvalidInputError as exc:
+            raise typer.BadParameter(exc.message) from None
         return source
     path = Path(source).expanduser()
-    if path.is_file():
-        return str(path.resolve())
-    raise typer.BadParameter(f"{source!r} is neither an http(s) URL nor an existing file")
+    try:
+        if path.is_file():
+            return str(path.resolve())
+    except OSError:  # e.g. a name too long for the file system: not a file either
+        pass
+    raise typer.BadParameter(f"{source[:200]!r} is neither an http(s) URL nor an existing file")
+
+
+NEW_COPY = typer.Option(
+    "--new", help="Register a second copy even if this content was submitted before."
+)
+
+
+def register(db: Database, source: str, *, new: bool, title: str | None = None) -> tuple[int, bool]:
+    """(video id, created): the video already holding this content unless ``new``."""
+    normalized = normalize_source(source)
+    fingerprint = None if new else source_fingerprint(normalized)
+    return states.register_source_video(db, normalized, fingerprint=fingerprint, title=title)
 
 
 def submit(
     sources: Annotated[list[str], typer.Argument(help="URLs or local video files.")],
     title: Annotated[str | None, typer.Option(help="Title (default: from the video).")] = None,
+    new: Annotated[bool, NEW_COPY] = False,
 ) -> None:
-    """Queue videos for ingestion; the submissions sensor starts their runs."""
+    """Queue videos for ingestion; the submissions sensor starts their runs.
+
+    The same content submitted again (same file bytes under any name, same URL) is the video
+    already registered: its id is printed and no second copy is made (unless --new)."""
     db = get_database()
-    ids = [states.create_source_video(db, normalize_source(s), title=title) for s in sources]
-    for source, vid in zip(sources, ids, strict=True):
-        console.print(f"submitted video [bold]{vid}[/bold]: {source}")
-    print(json.dumps({"submitted": ids}))
+    ids, existing = [], []
+    for source in sources:
+        vid, created = register(db, source, new=new, title=title)
+        ids.append(vid)
+        if created:
+            console.print(f"submitted video [bold]{vid}[/bold]: {source}")
+        else:
+            existing.append(vid)
+            state = states.get_source_video(db, vid).state
+            console.print(f"already submitted as video [bold]{vid}[/bold] ({state}): {source}")
+    print(json.dumps({"submitted": ids, "existing": existing}))
 
 
 def status(
-    video: Annotated[int | None, typer.Option(help="Show one video's clips.")] = None,
+    video: Annotated[
+        int | None, typer.Option(min=1, max=MAX_ID, help="Show one video's clips.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Videos and clips by state, with the reasons of failures."""
@@ -181,9 +219,13 @@ def demo(
         str | None,
         typer.Argument(help="URL or path (default: the bundled Big Buck Bunny sample edit)."),
     ] = None,
+    new: Annotated[bool, NEW_COPY] = False,
 ) -> None:
     """The main job on the embedded defaults: one video through the whole Dagster graph
-    (ingest, scenes, clips, keyframes, sprites) via the Dagster CLI, then a summary table."""
+    (ingest, scenes, clips, keyframes, sprites) via the Dagster CLI, then a summary table.
+
+    Run again on the same content, it resumes that video where it stopped (after a crash,
+    kill or failure) instead of making a second copy; --new makes one."""
     import dagster as dg
 
     from heaters_media.samples import SAMPLE_VIDEO
@@ -197,7 +239,10 @@ def demo(
     db.ensure_migrated()
     env = prepare_dagster_home(settings)
     log = Path(env["DAGSTER_HOME"]) / "demo.log"
-    vid = states.create_source_video(db, normalize_source(source or str(SAMPLE_VIDEO)))
+    vid, created = register(db, source or str(SAMPLE_VIDEO), new=new)
+    if not created:
+        state = states.get_source_video(db, vid).state
+        console.print(f"video [bold]{vid}[/bold] holds this content ({state}): resuming it")
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "HEATERS_DAGSTER_PG_URL")})
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(names.SOURCE_VIDEOS, [str(vid)])
@@ -217,6 +262,7 @@ def demo(
             env,
             log,
         )
+    faults.point("demo:between-jobs")
     with db.session() as s:
         keys = list(s.scalars(select(Clip.identifier).where(Clip.source_video_id == vid)))
     # All clips of the video in one run: the clip-level assets are partitioned by video.

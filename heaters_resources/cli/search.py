@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heaters_media.errors import MediaError
+from heaters_resources.cli.options import MAX_ID
 from heaters_resources.db.engine import get_database
 from heaters_resources.errors import HeatersStateError
 from heaters_resources.orchestration import names
@@ -170,8 +171,10 @@ def near_duplicates(
     since_clip_id: Annotated[
         int | None,
         typer.Option(
+            min=0,
+            max=MAX_ID,
             help="Only clips with a higher id (new clips) are searched, against every clip: "
-            "the pairs involving at least one of them."
+            "the pairs involving at least one of them.",
         ),
     ] = None,
     check_recall: Annotated[
@@ -187,8 +190,10 @@ def near_duplicates(
     the space's vectors (a k-nearest-neighbour graph built in batch)."""
     model, strategy = _space(model, strategy)
     with _errors():
+        db = get_database()
+        space.require_stored_space(db, model, strategy)
         found = duplicates.find_near_duplicates(
-            get_database(),
+            db,
             threshold,
             model,
             strategy,
@@ -247,6 +252,7 @@ def embed_missing(
     model, strategy = _space(model, strategy)
     settings = Settings.from_env()
     with _errors():
+        space.check_strategy(strategy)  # an unknown one would list "nothing missing"
         db = get_database(settings)
         missing = embeddings.clips_missing_embedding(db, model, strategy)
         idents = [i for _, i in missing]

@@ -92,6 +92,11 @@ class SourceVideo(TimestampMixin, Base):
     upload_date: Mapped[str | None] = mapped_column(String(16))
     info: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     scene_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Who works on the row while it is in an in-progress state (a `leases.id`); NULL otherwise.
+    lease_id: Mapped[int | None] = mapped_column(BigInteger)
+    # What the source is, whatever it was called: sha256 of a file's bytes, a URL as given, an
+    # S3 object's bucket/key/ETag. Submitting it again finds this row (unique when not NULL).
+    fingerprint: Mapped[str | None] = mapped_column(Text)
 
     clips: Mapped[list[Clip]] = relationship(back_populates="source_video", passive_deletes=True)
 
@@ -116,6 +121,7 @@ class Clip(TimestampMixin, Base):
     parent_clip_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_id: Mapped[int | None] = mapped_column(BigInteger)
 
     source_video: Mapped[SourceVideo] = relationship(back_populates="clips")
 
@@ -173,4 +179,25 @@ class PendingObjectDeletion(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     storage_key: Mapped[str] = mapped_column(Text, unique=True)
     reason: Mapped[str] = mapped_column(String(200), server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Lease(Base):
+    """A worker holding rows in an in-progress state (migration 0005).
+
+    Rows name their holder (`lease_id`); the holder's liveness is one row here, renewed by a
+    heartbeat while it works: one UPDATE per holder, not one per held clip. A holder is dead when
+    its process is gone (same host and boot), its expiry has passed, or its Dagster run ended.
+    """
+
+    __tablename__ = "leases"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(Text, unique=True)
+    run_id: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)
+    boot_id: Mapped[str] = mapped_column(Text, server_default="")
+    pid: Mapped[int] = mapped_column(Integer)
+    pid_start: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from heaters_resources.db.engine import database_url
+from heaters_resources.errors import RunFailedError
 from heaters_resources.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,8 @@ def run_dagster(args: list[str], env: dict[str, str], log_file: Path) -> None:
         )
     if proc.returncode != 0:
         tail = log_file.read_text(errors="replace").strip().splitlines()[-15:]
-        raise RuntimeError(
-            f"dagster {args[0]} {args[1]} failed (exit {proc.returncode}); "
-            f"log {log_file}:\n" + "\n".join(tail)
+        how = "was killed" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
+        raise RunFailedError(
+            f"dagster {args[0]} {args[1]} {how}; run the same command again to resume. "
+            f"Log {log_file}:\n" + "\n".join(tail)
         )

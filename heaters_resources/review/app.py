@@ -18,6 +18,7 @@ Database work runs in Starlette's thread pool so a slow query never stalls video
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,11 @@ from starlette.staticfiles import StaticFiles
 
 from heaters_resources.db.engine import Database
 from heaters_resources.review import actions, queries
+from heaters_resources.review.headers import (
+    SecurityHeaders,
+    content_security_policy,
+    store_origins,
+)
 from heaters_resources.review.media import object_response
 from heaters_resources.review.queries import RunLookup
 from heaters_resources.review.security import (
@@ -44,12 +50,19 @@ from heaters_resources.review.security import (
     ReviewSession,
     SecurityMiddleware,
     Signer,
+    check_token,
     verify_csrf,
 )
 from heaters_resources.store.objects import ObjectStore
 
 HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024
+#: Ids and frame numbers are Postgres `bigint`s: a larger number cannot name a row, and handed
+#: to the database it would fail as an overflow (a 500).
+MAX_BIGINT = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+#: `review_events.actor` holds 200 characters: the name plus `@web-` and 8 of the session id.
+MAX_REVIEWER = 180
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,24 @@ class ReviewConfig:
     claim_seconds: float = 300.0
     similar_k: int = 6
     poll_ms: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
+        if not 0 < len(self.reviewer) <= MAX_REVIEWER:
+            raise ValueError(
+                f"the reviewer name must be 1 to {MAX_REVIEWER} characters (it is stored with "
+                "every review action)"
+            )
+
+
+def parse_bigint(text: str | None) -> int | None:
+    """`text` as an integer that fits a `bigint`, or None: ASCII digits only (`str.isdigit`
+    also accepts `²`, which `int` then refuses), an optional minus, no spaces."""
+    if text is None or not _INTEGER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if -MAX_BIGINT <= value <= MAX_BIGINT else None
 
 
 def timecode(seconds: float | None) -> str:
@@ -110,14 +141,19 @@ class ReviewApp:
         requested = request.query_params.get("clip")
         notice = request.query_params.get("notice", "")[:300]
         clip_id: int | None = None
-        if requested and requested.isdigit():
-            clip_id = int(requested)
+        status = 200
+        if requested:
+            clip_id = parse_bigint(requested)
+            if clip_id is None or clip_id < 1:
+                return PlainTextResponse(
+                    "?clip= must be a clip id (a positive whole number).", status_code=400
+                )
         else:
             pending = await run_in_threadpool(queries.pending_clip_ids, self.db)
             clip_id = self.claims.pick(pending, session.sid)
         clip = await run_in_threadpool(queries.clip_view, self.db, clip_id) if clip_id else None
         if requested and clip is None:
-            notice = notice or f"Clip {requested} does not exist."
+            notice, status = notice or f"Clip {clip_id} does not exist.", 404
         similar = (
             await run_in_threadpool(queries.similar_clips, self.db, clip.id, self.config.similar_k)
             if clip
@@ -135,7 +171,9 @@ class ReviewApp:
             "shared": holder is not None and holder != session.sid,
             "poll_ms": self.config.poll_ms,
         }
-        return self.render("queue.html", **context)
+        response = self.render("queue.html", **context)
+        response.status_code = status
+        return response
 
     async def progress(self, request: Request) -> StarletteResponse:
         events = await self._events(request.state.review_session)
@@ -155,8 +193,18 @@ class ReviewApp:
             return error
         clip_id = int(request.path_params["clip_id"])
         action = request.path_params["action"]
-        frame_text = form.get("frame", "")
-        frame = int(frame_text) if frame_text.lstrip("-").isdigit() else None
+        frame_text = form.get("frame")
+        frame = parse_bigint(frame_text)
+        if clip_id > MAX_BIGINT:
+            outcome = actions.ActionOutcome(
+                False, f"Refused: clip {clip_id} not found", "not_found"
+            )
+            return self._answer(request, outcome, next_url="/")
+        if frame_text not in (None, "") and frame is None:
+            outcome = actions.ActionOutcome(
+                False, "Refused: frame must be a whole frame number.", "invalid", clip_id=clip_id
+            )
+            return self._answer(request, outcome, next_url=f"/?clip={clip_id}")
         outcome = await run_in_threadpool(
             lambda: actions.perform(
                 self.db,
@@ -185,9 +233,12 @@ class ReviewApp:
         request: Request,
         session: ReviewSession,
     ) -> tuple[dict[str, str], StarletteResponse | None]:
-        """The body as a flat dict (JSON or urlencoded, no multipart), CSRF-checked."""
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
+        """The body as a flat dict (JSON or urlencoded, no multipart), CSRF-checked.
+
+        At most MAX_BODY bytes are read: a larger declared or streamed body is refused (413)
+        as soon as it is known to be larger, so an upload cannot fill this process's memory."""
+        raw = await _limited_body(request, MAX_BODY)
+        if raw is None:
             return {}, PlainTextResponse("request too large", status_code=413)
         try:
             if request.headers.get("content-type", "").startswith("application/json"):
@@ -195,7 +246,7 @@ class ReviewApp:
                 form = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
             else:
                 form = dict(parse_qsl(raw.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...
             return {}, PlainTextResponse("malformed request body", status_code=400)
         if not verify_csrf(session, request.headers.get(CSRF_HEADER), form.get(CSRF_FIELD)):
             return form, PlainTextResponse(
@@ -228,12 +279,27 @@ class ReviewApp:
 
     async def media(self, request: Request) -> StarletteResponse:
         kind = "clip" if request.url.path.startswith("/media/clip/") else "artifact"
-        key = await run_in_threadpool(
-            queries.object_key, self.db, kind, int(request.path_params["object_id"])
-        )
+        object_id = int(request.path_params["object_id"])
+        if object_id > MAX_BIGINT:
+            return PlainTextResponse("no such object", status_code=404)
+        key = await run_in_threadpool(queries.object_key, self.db, kind, object_id)
         if not key:
             return PlainTextResponse("no such object", status_code=404)
         return await run_in_threadpool(object_response, self.store, key)
+
+
+async def _limited_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _healthz(_request: Request) -> PlainTextResponse:
@@ -260,7 +326,11 @@ def create_app(
         Route("/healthz", _healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    middleware = [Middleware(SecurityMiddleware, signer=Signer(config.secret), token=config.token)]
+    csp = content_security_policy(store_origins(store))
+    middleware = [
+        Middleware(SecurityHeaders, csp=csp),
+        Middleware(SecurityMiddleware, signer=Signer(config.secret), token=config.token),
+    ]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.review = review
     return app

@@ -6,8 +6,10 @@ page the reviewer happens to have open. Three layers, all in this module:
 * **Bind / Host.** Without an access token the app only answers requests whose `Host` header is
   a loopback name (so a DNS-rebinding page cannot reach 127.0.0.1 under its own name), and
   `check_bind` refuses to start it on a non-loopback address at all.
-* **Access token.** With a token (required for a non-local bind) a browser must present it once
-  (`?token=...`); the session cookie then carries the authenticated flag, signed.
+* **Access token.** With a token (required for a non-local bind; at least 16 characters) a
+  browser must present it once (`?token=...`); the session cookie then carries the
+  authenticated flag, signed. Comparisons are constant-time, and wrong tokens are rate-limited
+  per client address (`ratelimit.FailureLimiter`: 429 with `Retry-After` once spent).
 * **Cross-site requests.** Every POST must carry an `Origin` (or `Referer`) of this very app and
   a CSRF token derived from the session (header `X-CSRF-Token` or form field `csrf_token`).
   The session cookie is `SameSite=Strict` and `HttpOnly` as well.
@@ -25,12 +27,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from heaters_resources.review.ratelimit import FailureLimiter
 
 COOKIE = "heaters_review"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+#: A shorter token can be guessed: a 2-character one fell in under a thousand tries.
+MIN_TOKEN_LENGTH = 16
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,12 +56,35 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback bind without an access token (raises ValueError)."""
+    """Refuse a non-loopback bind without an access token, and a token too short to stand
+    guessing (raises ValueError)."""
     if not is_loopback(host) and not token:
         raise ValueError(
             f"binding the review app to {host} exposes it to the network: "
             "configure an access token (--token or HEATERS_REVIEW_TOKEN)"
         )
+    if token:
+        check_token(token)
+
+
+def check_token(token: str) -> None:
+    """Refuse a token shorter than MIN_TOKEN_LENGTH characters (ValueError saying how to make
+    a good one)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"the review access token must be at least {MIN_TOKEN_LENGTH} characters "
+            f"(got {len(token)}); e.g. python -c 'import secrets; print(secrets.token_urlsafe())'"
+        )
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time equality of two strings of any characters.
+
+    `hmac.compare_digest` on `str` accepts ASCII only and raises TypeError otherwise, which a
+    request could provoke (a 500); compared as UTF-8 bytes it never raises."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +117,7 @@ class Signer:
         if not value or value.count(".") != 2:
             return None
         sid, authed, sig = value.split(".")
-        if not hmac.compare_digest(sig, self.sign(f"{sid}.{authed}")):
+        if not same_secret(sig, self.sign(f"{sid}.{authed}")):
             return None
         return sid, authed == "1"
 
@@ -104,10 +133,32 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _host_name(host_header: str) -> str:
-    """`127.0.0.1:8765` -> `127.0.0.1`, `[::1]:8765` -> `[::1]`."""
+    """`127.0.0.1:8765` -> `127.0.0.1`, `[::1]:8765` -> `[::1]`; "" (no loopback name) for a
+    malformed header: an unclosed bracket, anything after the name but a numeric port
+    (`127.0.0.1:80@evil.example` names no host of this machine)."""
     if host_header.startswith("["):
-        return host_header.split("]", 1)[0] + "]"
-    return host_header.rsplit(":", 1)[0]
+        end = host_header.find("]")
+        if end < 0:
+            return ""
+        name, rest = host_header[: end + 1], host_header[end + 1 :]
+    else:
+        name, colon, port = host_header.partition(":")
+        rest = colon + port
+    if rest and not (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit()):
+        return ""
+    return name
+
+
+def _local_path(path: str) -> str:
+    """`path` as an ASCII Location on this app: percent-encoded (a header must be latin-1) and
+    never `//host/...`, which a browser would read as another site."""
+    return "/" + quote(path.lstrip("/"), safe="/:@!$&'()*+,;=-._~")
+
+
+def _client_address(scope: Scope) -> str:
+    """The peer's address as the server saw it ("" when the server does not say)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def _origin_of(url: str | None) -> str | None:
@@ -131,11 +182,13 @@ class SecurityMiddleware:
         signer: Signer,
         token: str | None,
         public_prefixes: tuple[str, ...] = ("/static/", "/healthz"),
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self.app = app
         self.signer = signer
         self.token = token
         self.public_prefixes = public_prefixes
+        self.limiter = limiter or FailureLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,8 +205,20 @@ class SecurityMiddleware:
         public = path.startswith(self.public_prefixes)
         fresh = parsed is None
         if self.token and not authed and not public:
+            address = _client_address(scope)
+            wait = self.limiter.retry_after(address)
+            if wait:
+                await _plain(
+                    send,
+                    429,
+                    f"Too many wrong access tokens from {address}: try again in {wait} s.",
+                    [(b"retry-after", str(wait).encode())],
+                )
+                return
             given = query.get("token")
-            if given is None or not hmac.compare_digest(given, self.token):
+            if given is None or not same_secret(given, self.token):
+                if given is not None:
+                    self.limiter.failed(address)
                 await _plain(
                     send,
                     401,
@@ -165,7 +230,9 @@ class SecurityMiddleware:
             authed, fresh = True, True
             rest = urlencode([(k, v) for k, v in query.items() if k != "token"])
             await _redirect(
-                send, path + (f"?{rest}" if rest else ""), self._set_cookie(sid, authed)
+                send,
+                _local_path(path) + (f"?{rest}" if rest else ""),
+                self._set_cookie(sid, authed),
             )
             return
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
@@ -203,10 +270,12 @@ class SecurityMiddleware:
 
 def verify_csrf(session: ReviewSession, header: str | None, form_value: str | None) -> bool:
     given = header or form_value or ""
-    return bool(given) and hmac.compare_digest(given, session.csrf)
+    return bool(given) and same_secret(given, session.csrf)
 
 
-async def _plain(send: Send, status: int, text: str) -> None:
+async def _plain(
+    send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = text.encode()
     await send(
         {
@@ -215,6 +284,7 @@ async def _plain(send: Send, status: int, text: str) -> None:
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
+                *(extra or []),
             ],
         }
     )

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import any_, select
 
+from heaters_media.errors import InvalidInputError
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip
 from heaters_resources.search.index import SimilarClip
@@ -118,6 +119,23 @@ def _clips(db: Database, ids: Sequence[int]) -> dict[int, tuple[str, int, str]]:
         }
 
 
+def check_request(
+    threshold: float, per_clip: int, limit: int, check_recall: int, nprobe: int | None
+) -> None:
+    """InvalidInputError for a request that cannot mean anything: a NaN threshold compares
+    false with every distance (no pair, silently), and cosine distances lie in [0, 2], so a
+    threshold must be above 0 (the comparison is strict) and at most 2."""
+    if not isinstance(threshold, int | float) or not 0 < threshold <= 2:  # NaN fails too
+        raise InvalidInputError(
+            f"threshold must be a cosine distance > 0 and <= 2, got {threshold!r}"
+        )
+    if per_clip < 1 or limit < 0 or check_recall < 0 or (nprobe is not None and nprobe < 1):
+        raise InvalidInputError(
+            "need per_clip >= 1, limit >= 0, check_recall >= 0 and nprobe >= 1, got "
+            f"{per_clip}, {limit}, {check_recall}, {nprobe}"
+        )
+
+
 def find_near_duplicates(
     db: Database,
     threshold: float = 0.05,
@@ -143,6 +161,7 @@ def find_near_duplicates(
     :func:`heaters_resources.search.knn.knn_graph`. ``check_recall``: that many queried clips
     are searched exactly too, and the graph's recall@``per_clip`` on them is reported.
     """
+    check_request(threshold, per_clip, limit, check_recall, nprobe)
     model_name, strategy = model_name or default_model(), strategy or default_strategy()
     out = NearDuplicates([], model_name, strategy, threshold)
     start = time.perf_counter()

@@ -29,6 +29,8 @@ from heaters_resources.search.space import (
     default_strategy,
 )
 
+MAX_BIGINT = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class DuplicatePair:
@@ -51,12 +53,17 @@ class DuplicatePair:
 
 
 def resolve_clip(db: Database, clip: int | str) -> Clip:
-    """A clip by id or identifier (``<video>_<start>_<end>``)."""
+    """A clip by id or identifier (``<video>_<start>_<end>``).
+
+    An id is ASCII digits within Postgres ``bigint`` (``str.isdigit`` also accepts ``²``, and
+    a larger number would fail in the driver): anything else is looked up as an identifier,
+    where it simply matches nothing."""
+    text = str(clip)
     with db.session() as session:
-        if isinstance(clip, int) or str(clip).isdigit():
-            found = session.get(Clip, int(clip))
+        if isinstance(clip, int) or (text.isascii() and text.isdigit()):
+            found = session.get(Clip, int(clip)) if 0 < int(clip) <= MAX_BIGINT else None
         else:
-            found = session.scalar(select(Clip).where(Clip.identifier == str(clip)))
+            found = session.scalar(select(Clip).where(Clip.identifier == text))
     if found is None:
         raise NotFoundError(f"clip not found: {clip}")
     return found

@@ -60,6 +60,34 @@ def check_strategy(strategy: str) -> str:
     return strategy
 
 
+def stored_spaces(db: Database) -> list[tuple[str, str]]:
+    """Every (model, strategy) that has stored vectors, sorted (one scan: error paths only)."""
+    stmt = select(ClipEmbedding.model_name, ClipEmbedding.generation_strategy).distinct()
+    with db.session() as session:
+        return sorted((str(m), str(s)) for m, s in session.execute(stmt))
+
+
+def require_stored_space(db: Database, model_name: str, strategy: str) -> None:
+    """InvalidInputError unless some clip has a ``model_name`` / ``strategy`` vector.
+
+    Why: a query over a space nobody stored (a typo in ``--model``) answers "nothing found",
+    which reads as "no duplicates" instead of "wrong model"; the error lists what exists."""
+    one = select(ClipEmbedding.clip_id).where(
+        ClipEmbedding.model_name == model_name, ClipEmbedding.generation_strategy == strategy
+    )
+    with db.session() as session:
+        if session.scalar(one.limit(1)) is not None:
+            return
+    spaces = stored_spaces(db)
+    if (model_name, strategy) not in spaces:
+        known = ", ".join(f"{m} / {s}" for m, s in spaces) or "none yet (heaters embed-missing)"
+        raise InvalidInputError(
+            f"no clip has a {model_name!r} / {strategy!r} embedding; stored spaces: {known}",
+            model=model_name,
+            strategy=strategy,
+        )
+
+
 # --------------------------------------------------------------------------- dimensions
 
 

@@ -69,6 +69,7 @@ from heaters_resources.states.videos import (
     create_clips_from_splice,
     create_source_video,
     get_source_video,
+    register_source_video,
     start_downloading,
     start_splicing,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "get_clip",
     "get_source_video",
     "mark_failed",
+    "register_source_video",
     "request_merge",
     "request_split",
     "schedule_deletion",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Iterable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -59,6 +60,7 @@ from heaters_resources.errors import (
     MissingObjectError,
     NotFoundError,
 )
+from heaters_resources.states import leases
 from heaters_resources.states.table import (
     FAIL_STEPS,
     TRANSITIONS,
@@ -173,10 +175,26 @@ def apply_transition(
     overwrite: bool = False,
     **values: Any,
 ) -> dict[int, Any]:
-    """Lock, validate and move every row in `ids`; returns the locked rows (old states)."""
+    """Lock, validate and move every row in `ids`; returns the locked rows (old states).
+
+    A row found in an in-progress state whose holder is dead (`leases`) is first interrupted
+    (moved to its step's failed state), so a retry works from every state. Moving into an
+    in-progress state records the current holder; moving out clears it.
+    """
     rows = lock_rows(session, entity, ids)
+    rule = TRANSITIONS[(entity, action)]
+    allowed = rule.from_states | (rule.overwrite_from if overwrite else frozenset())
+    stuck = {i: r for i, r in rows.items() if r.state not in allowed}
+    if stuck:
+        for gone in leases.reap_locked(session, entity, stuck):
+            to = TRANSITIONS[(entity, leases.IN_PROGRESS[entity][gone.state])].to_state
+            rows[gone.id] = SimpleNamespace(id=gone.id, state=to)
     to_state = check_transition(entity, action, rows, overwrite)
     table = TABLES[entity]
+    if to_state in leases.IN_PROGRESS[entity]:
+        values["lease_id"] = leases.take_lease(session)
+    else:
+        values.setdefault("lease_id", None)
     session.execute(
         update(table)
         .where(any_id(table, ids))

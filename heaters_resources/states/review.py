@@ -293,6 +293,7 @@ def _supersede(
         .where(CLIPS.c.id.in_(list(old)))
         .values(
             state=TRANSITIONS[("clip", action)].to_state,
+            lease_id=None,
             superseded_at=func.now(),
             updated_at=func.now(),
         )

@@ -14,6 +14,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,15 +54,37 @@ def create_source_video(
     db: Database, source: str, title: str | None = None, info: Mapping[str, Any] | None = None
 ) -> int:
     """Register a submitted video in state `new`; returns its id."""
+    return register_source_video(db, source, title=title, info=info)[0]
 
-    def work(session: Session) -> int:
-        return int(
-            session.execute(
-                insert(SourceVideo)
-                .values(source=source, title=title, info=dict(info or {}))
-                .returning(SourceVideo.id)
-            ).scalar_one()
+
+def register_source_video(
+    db: Database,
+    source: str,
+    *,
+    fingerprint: str | None = None,
+    title: str | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> tuple[int, bool]:
+    """Register a submitted video in state `new` unless a video with the same ``fingerprint``
+    (`heaters_resources.fingerprint`) exists: (its id, True if created). Race-free: the
+    fingerprint's unique index decides between two concurrent submissions."""
+
+    def work(session: Session) -> tuple[int, bool]:
+        stmt = pg_insert(SourceVideo).values(
+            source=source, title=title, info=dict(info or {}), fingerprint=fingerprint
         )
+        if fingerprint is not None:
+            stmt = stmt.on_conflict_do_nothing(
+                index_elements=[SourceVideo.fingerprint],
+                index_where=SourceVideo.fingerprint.is_not(None),
+            )
+        created = session.execute(stmt.returning(SourceVideo.id)).scalar()
+        if created is not None:
+            return int(created), True
+        found = session.execute(
+            select(SourceVideo.id).where(SourceVideo.fingerprint == fingerprint)
+        ).scalar_one()
+        return int(found), False
 
     return db.run(work)
 
@@ -139,6 +162,7 @@ def complete_downloading(
                 state=to_state,
                 updated_at=func.now(),
                 error=None,
+                lease_id=None,
                 original_key=original_key,
                 normalized_key=normalized_key,
                 **metadata,
@@ -299,7 +323,7 @@ def create_clips_from_splice(
         session.execute(
             update(table)
             .where(table.c.id == video_id)
-            .values(state=to_state, error=None, updated_at=func.now())
+            .values(state=to_state, error=None, lease_id=None, updated_at=func.now())
         )
         return ids
 

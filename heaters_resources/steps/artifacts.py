@@ -30,7 +30,7 @@ from heaters_media.artifacts import (
 from heaters_media.keyframes import KeyframesResult
 from heaters_media.progress import ProgressFn
 from heaters_media.sprite import SpriteResult
-from heaters_resources import states
+from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip
 from heaters_resources.errors import HeatersStateError, NotFoundError
@@ -198,6 +198,7 @@ def make_artifacts(
             if progress:
                 progress(done / max(1, len(todo)), f"artifacts: {done}/{len(todo)} clips")
 
+        faults.point("artifacts:after-decode")
         for clip in kf_started:
             art = made[clip.identifier]
             try:
@@ -206,6 +207,7 @@ def make_artifacts(
                 specs = _keyframe_specs(store, clip, art.keyframes)
                 kf_out.artifacts += states.complete_keyframing(db, clip.id, specs, store=store)
                 kf_out.done.append(clip.identifier)
+                faults.point("keyframes:between-commits")
             except Exception as exc:
                 fail_step(db, "clip", clip.id, "keyframe", exc)
                 kf_out.failed[clip.identifier] = describe_error(exc)
@@ -228,6 +230,7 @@ def make_artifacts(
                     db, clip.id, spec, store=store
                 )
                 sp_out.done.append(clip.identifier)
+                faults.point("sprites:between-commits")
             except Exception as exc:
                 fail_step(db, "clip", clip.id, "sprite", exc)
                 sp_out.failed[clip.identifier] = describe_error(exc)

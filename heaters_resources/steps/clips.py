@@ -15,6 +15,7 @@ from heaters_resources import states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip
 from heaters_resources.errors import NotFoundError
+from heaters_resources.states import leases
 from heaters_resources.steps.common import (
     StepFailedError,
 )
@@ -29,7 +30,13 @@ def clips_of_videos(
     db: Database, video_ids: Sequence[int], clip_states: Collection[str] | None = None
 ) -> list[tuple[int, str]]:
     """(video id, identifier) of the live clips of ``video_ids`` (in ``clip_states`` when given),
-    by video then position: what a run over those video partitions works on."""
+    by video then position: what a run over those video partitions works on.
+
+    Clips left in an in-progress state by a dead worker are first sent back to their failed
+    state (`states.leases`), so a run asked for the failed states picks them up instead of
+    passing over them."""
+    if clip_states is not None:
+        leases.reap(db, entity="clip", video_ids=video_ids)
     stmt = (
         select(Clip.source_video_id, Clip.identifier)
         .where(Clip.source_video_id.in_(list(video_ids)), Clip.superseded_at.is_(None))

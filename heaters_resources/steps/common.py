@@ -17,6 +17,7 @@ from heaters_media.errors import MediaError
 from heaters_resources import states
 from heaters_resources.db.engine import Database
 from heaters_resources.errors import HeatersStateError
+from heaters_resources.states import leases
 from heaters_resources.store.objects import LocalObjectStore, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,48 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+SCRATCH_PREFIX = "heaters-step-"
+
+
+def _scratch_owner() -> str:
+    """``host~pid~start`` of this process: a later run can tell if the owner is gone."""
+    holder = leases.process_holder()
+    return f"{holder.host.replace('~', '_')}~{holder.pid}~{holder.pid_start}"
+
+
+def sweep_stale_scratch(base: Path | None, *, dry_run: bool = False) -> list[Path]:
+    """Remove scratch folders under ``base`` whose owning process (on this host) is gone: what
+    a step killed with SIGKILL could not remove itself. Returns what was (or, with
+    ``dry_run``, would be) removed."""
+    root = Path(base) if base is not None else Path(tempfile.gettempdir())
+    host = leases.process_holder().host.replace("~", "_")
+    removed = []
+    try:
+        entries = list(root.glob(f"{SCRATCH_PREFIX}*"))
+    except OSError:
+        return []
+    for path in entries:
+        parts = path.name[len(SCRATCH_PREFIX) :].split("~")
+        if len(parts) < 4 or parts[0] != host or not parts[1].isdigit():
+            continue  # another host's, or not ours to judge
+        pid, start = int(parts[1]), int(parts[2]) if parts[2].isdigit() else 0
+        if not leases.pid_alive(pid, start):
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed and not dry_run:
+        log.info("removed %d scratch folder(s) of dead steps under %s", len(removed), root)
+    return removed
+
+
 @contextlib.contextmanager
 def scratch_dir(base: Path | None) -> Iterator[Path]:
+    """A private folder for one step, removed on exit. Its name carries the owner (host, pid,
+    start time), so the next step on this host removes it if the owner was killed."""
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="heaters-step-", dir=base))
+    sweep_stale_scratch(base)
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_scratch_owner()}~", dir=base))
     try:
         yield path
     finally:

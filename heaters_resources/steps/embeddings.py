@@ -35,7 +35,7 @@ from heaters_media.embed import embed_images
 from heaters_media.embed_models import resolve_model
 from heaters_media.errors import CorruptMediaError
 from heaters_media.progress import ProgressFn
-from heaters_resources import states
+from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding
 from heaters_resources.errors import HeatersStateError
@@ -313,6 +313,7 @@ def embed_clips(
         raise
     by_id = {it.clip.id: it for it in items}
     moved = {cid: v.tolist() for cid, v in vectors.items() if not by_id[cid].store_only}
+    faults.point("embedding:before-commit")
     if moved:
         states.complete_embedding_many(db, moved, model_name=model, generation_strategy=strategy)
     for cid, vec in vectors.items():

@@ -11,9 +11,10 @@ from sqlalchemy import delete, insert, select, update
 
 from heaters_media.merge import merge_clips
 from heaters_media.split import split_clip_at
-from heaters_resources import states
+from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ReviewEvent
+from heaters_resources.states import leases
 from heaters_resources.steps.common import (
     fail_step,
     fetch,
@@ -35,13 +36,40 @@ class ReviewJobOutcome:
     new_clip_ids: list[int]
     new_identifiers: list[str]
     deleted_objects: int = 0
+    # Why nothing was done: the clips were no longer in the state the request left them in
+    # (an undo came first, or during the job). Not a failure: the job ends and is not retried.
+    skipped: str | None = None
+
+
+def _discard(db: Database, store: ObjectStore, written: Sequence[str]) -> None:
+    """Delete objects this job wrote that no clip row references (a skipped or failed job
+    leaves nothing behind)."""
+    if not written:
+        return
+    with db.session() as session:
+        used = set(session.scalars(select(Clip.storage_key).where(Clip.storage_key.in_(written))))
+    try:
+        store.delete_many([k for k in written if k not in used])
+    except Exception as exc:  # an orphan at worst; `heaters doctor` finds it
+        log.warning("could not delete %s: %s", written, exc)
+
+
+def _undone(db: Database, clip_ids: Sequence[int], state: str) -> list[int]:
+    with db.session() as session:
+        now = dict(session.execute(select(Clip.id, Clip.state).where(Clip.id.in_(clip_ids))).all())
+    return [c for c in clip_ids if now.get(c) != state]
 
 
 def execute_merge(
     db: Database, store: ObjectStore, clip_ids: Sequence[int], *, workdir: Path | None = None
 ) -> ReviewJobOutcome:
     """Carry out a requested merge (clips in ``merging``): one new clip replaces them."""
+    gone = leases.claim(db, "clip", clip_ids, "merging")
+    if gone:
+        why = f"clips {gone} are no longer merging (the request was undone)"
+        return ReviewJobOutcome("merge", list(clip_ids), [], [], skipped=why)
     clips = sorted((states.get_clip(db, cid) for cid in clip_ids), key=lambda c: c.start_frame)
+    written: list[str] = []
     try:
         if len(clips) != 2:
             raise ValueError(f"a merge joins two clips, got {len(clips)}")
@@ -52,9 +80,17 @@ def execute_merge(
             pa = fetch(store, a.storage_key or "", tmp)
             pb = fetch(store, b.storage_key or "", tmp)
             merged = merge_clips(pa, pb, tmp / f"{ident}.mp4")
-            store.upload_file(merged.path, keys.clip_key(video_id, ident))
+            faults.point("merge:before-upload")
+            written.append(keys.clip_key(video_id, ident))
+            store.upload_file(merged.path, written[-1])
+        faults.point("merge:before-commit")
         new_id = states.complete_merge(db, [a.id, b.id], store=store)
     except Exception as exc:
+        _discard(db, store, written)
+        gone = _undone(db, [c.id for c in clips], "merging")
+        if gone and isinstance(exc, states.InvalidTransitionError):
+            why = f"clips {gone} left merging during the job (the request was undone)"
+            return ReviewJobOutcome("merge", [c.id for c in clips], [], [], skipped=why)
         for c in clips:
             fail_step(db, "clip", c.id, "merge", exc)
         raise
@@ -65,7 +101,11 @@ def execute_split(
     db: Database, store: ObjectStore, clip_id: int, frame: int, *, workdir: Path | None = None
 ) -> ReviewJobOutcome:
     """Carry out a requested split at source frame ``frame`` (clip in ``splitting``)."""
+    if leases.claim(db, "clip", [clip_id], "splitting"):
+        why = f"clip {clip_id} is no longer splitting (the request was undone)"
+        return ReviewJobOutcome("split", [clip_id], [], [], skipped=why)
     clip = states.get_clip(db, clip_id)
+    written: list[str] = []
     try:
         video_id = clip.source_video_id
         with scratch_dir(workdir) as tmp:
@@ -75,10 +115,17 @@ def execute_split(
             for part in result.clips:
                 start, end = clip.start_frame + part.start_frame, clip.start_frame + part.end_frame
                 ident = keys.clip_identifier(video_id, start, end)
-                store.upload_file(part.path, keys.clip_key(video_id, ident))
+                written.append(keys.clip_key(video_id, ident))
+                store.upload_file(part.path, written[-1])
                 idents.append(ident)
+                faults.point("split-at:between-uploads")
+        faults.point("split-at:before-commit")
         new_ids = states.complete_split(db, clip_id, frame, store=store)
     except Exception as exc:
+        _discard(db, store, written)
+        if _undone(db, [clip_id], "splitting") and isinstance(exc, states.InvalidTransitionError):
+            why = f"clip {clip_id} left splitting during the job (the request was undone)"
+            return ReviewJobOutcome("split", [clip_id], [], [], skipped=why)
         fail_step(db, "clip", clip_id, "split", exc)
         raise
     return ReviewJobOutcome("split", [clip_id], new_ids, idents)

@@ -10,14 +10,16 @@ from typing import Any
 
 from sqlalchemy import select
 
+from heaters_media.download import DownloadLimits
 from heaters_media.ingest import ingest
 from heaters_media.progress import ProgressFn
 from heaters_media.scenes import detect_scenes
 from heaters_media.split import split_video
-from heaters_resources import states
+from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, SourceVideo
 from heaters_resources.errors import NotFoundError
+from heaters_resources.settings import Settings
 from heaters_resources.steps.common import (
     fail_step,
     fetch,
@@ -47,6 +49,28 @@ class IngestOutcome:
     height: int
     size_bytes: int
     seconds: float
+    skipped: bool = False  # already ingested and no overwrite: the stored result, untouched
+
+
+INGESTED_STATES = frozenset({"downloaded", "splicing", "splicing_failed", "spliced"})
+
+
+def _ingested(video: SourceVideo) -> IngestOutcome:
+    return IngestOutcome(
+        video_id=video.id,
+        original_key=video.original_key or "",
+        normalized_key=video.normalized_key,
+        normalize_action=str((video.info or {}).get("normalize_action", "")),
+        title=video.title,
+        duration=float(video.duration_s or 0.0),
+        fps=float(video.fps or 0.0),
+        frame_count=int(video.frame_count or 0),
+        width=int(video.width or 0),
+        height=int(video.height or 0),
+        size_bytes=int(video.size_bytes or 0),
+        seconds=0.0,
+        skipped=True,
+    )
 
 
 def ingest_source_video(
@@ -59,9 +83,15 @@ def ingest_source_video(
     overwrite: bool = False,
     workdir: Path | None = None,
     progress: ProgressFn | None = None,
+    limits: DownloadLimits | None = None,
 ) -> IngestOutcome:
-    """new -> downloading -> downloaded: fetch/copy, normalize when needed, upload both files."""
+    """new -> downloading -> downloaded: fetch/copy, normalize when needed, upload both files.
+
+    A video already ingested is left as it is unless ``overwrite``: re-running a video's whole
+    job after an interruption resumes where it stopped instead of failing at its first step."""
     video = states.get_source_video(db, video_id)
+    if video.state in INGESTED_STATES and not overwrite:
+        return _ingested(video)
     states.start_downloading(db, video_id, overwrite=overwrite)
     try:
         with scratch_dir(workdir) as tmp:
@@ -72,7 +102,10 @@ def ingest_source_video(
                 max_height=max_height,
                 force_normalize=force_normalize,
                 progress=progress,
+                # HEATERS_MAX_DOWNLOAD_BYTES / _DOWNLOAD_TIMEOUT_SECONDS / _STALL_SECONDS
+                limits=limits or Settings.from_env().download_limits(),
             )
+            faults.point("ingest:after-download")
             original = Path(result.original_path)
             ext = original.suffix.lstrip(".").lower() or "bin"
             original_key = keys.source_original_key(video_id, ext)
@@ -95,6 +128,7 @@ def ingest_source_video(
                 )
             }
             info["probe"] = p
+            faults.point("ingest:before-commit")
             states.complete_downloading(
                 db,
                 video_id,
@@ -147,6 +181,32 @@ class SpliceOutcome:
     split_seconds: float
     frames_analysed: int
     scene_params: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False  # already spliced and no overwrite: the stored clips, untouched
+
+
+def _spliced(db: Database, video: SourceVideo) -> SpliceOutcome:
+    with db.session() as session:
+        clips = list(
+            session.execute(
+                select(Clip.id, Clip.identifier, Clip.start_frame)
+                .where(Clip.source_video_id == video.id, Clip.superseded_at.is_(None))
+                .order_by(Clip.start_frame)
+            )
+        )
+    return SpliceOutcome(
+        video_id=video.id,
+        clip_ids=[c.id for c in clips],
+        identifiers=[c.identifier for c in clips],
+        retired_identifiers=[],
+        cut_frames=[c.start_frame for c in clips[1:]],
+        copied=0,
+        encoded=0,
+        detect_seconds=0.0,
+        split_seconds=0.0,
+        frames_analysed=0,
+        scene_params=dict(video.scene_params or {}),
+        skipped=True,
+    )
 
 
 def playable_key(video: SourceVideo) -> str:
@@ -184,9 +244,12 @@ def splice_source_video(
 
     With ``overwrite`` (re-splicing with new parameters) the video's old clips, their artifacts
     and embeddings are replaced; their objects are deleted after the new clips are committed.
+    Without it, a video already spliced is left as it is (the outcome says ``skipped``).
     """
     params = {"detector": detector, "threshold": threshold, "min_scene_len": min_scene_len}
     video = states.get_source_video(db, video_id)
+    if video.state == "spliced" and not overwrite:
+        return _spliced(db, video)  # resuming a video's job: this step is done
     before = clip_identifiers_of_video(db, video_id)
     states.start_splicing(db, video_id, overwrite=overwrite, scene_params=params)
     try:
@@ -205,6 +268,7 @@ def splice_source_video(
                 min_scene_len=min_scene_len,
                 progress=part(0.0, 0.4),
             )
+            faults.point("splice:after-detect")
             split = split_video(
                 source,
                 [asdict(s) for s in detected.scenes],
@@ -217,7 +281,9 @@ def splice_source_video(
                 ident = keys.clip_identifier(video_id, clip.start_frame, clip.end_frame)
                 key = keys.clip_key(video_id, ident)
                 store.upload_file(clip.path, key)
+                faults.point("splice:between-uploads")
                 specs.append(states.ClipSpec(clip.start_frame, clip.end_frame, key))
+            faults.point("splice:before-commit")
             ids = states.create_clips_from_splice(
                 db, video_id, specs, fps=split.fps, overwrite=overwrite, store=store
             )

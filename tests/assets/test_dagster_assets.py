@@ -30,6 +30,7 @@ from heaters_resources.orchestration.resources import (
     ObjectStoreResource,
     SettingsResource,
 )
+from tests.media_factory import make_video
 
 
 def _ingest(
@@ -199,7 +200,8 @@ def test_inbox_sensor_registers_each_file_once(
     (inbox / "notes.txt").write_text("ignored")
     ctx = dg.build_sensor_context(instance=instance, resources=resources)
     out = inbox_sensor(ctx)
-    shutil.copy(SAMPLE_VIDEO, inbox / "second.mkv")
+    make_video(inbox / "second.mkv", [20, 20], size=(64, 36))
+    shutil.copy(SAMPLE_VIDEO, inbox / "copy-of-first.mp4")  # same bytes: the same video
     # A restart that lost the cursor must not register first.mp4 again.
     lost = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     resumed = inbox_sensor(

@@ -293,7 +293,9 @@ def test_probe_generated_clip(ramp: Path) -> None:
 def test_probe_rotated_silent_clip_without_faststart(rotated: Path) -> None:
     data = _success("probe", rotated)
     assert (data["frame_count"], data["fps"], data["fps_fraction"]) == (27, 12.0, "12/1")
-    assert (data["width"], data["height"], data["rotation"]) == (96, 64, 90)
+    # Stored 96x64 with a quarter-turn display matrix: the frames are 64x96 as decoded.
+    assert (data["width"], data["height"], data["rotation"]) == (64, 96, 90)
+    assert (data["coded_width"], data["coded_height"]) == (96, 64)
     assert data["duration"] == pytest.approx(27 / 12, abs=1e-3)
     assert data["audio_codec"] is None and data["audio_channels"] is None
     assert data["faststart"] is False
@@ -619,6 +621,42 @@ def test_output_below_a_regular_file_is_a_json_error(
 def test_split_scenes_file_missing_is_a_json_error(ramp: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no_scenes.json"
     _check_error(_run("split", ramp, "--scenes", missing, "--out", tmp_path / "out", "-q"))
+
+
+def test_split_scenes_naming_a_folder_is_a_json_error(ramp: Path, tmp_path: Path) -> None:
+    error = _check_error(_run("split", ramp, "--scenes", tmp_path, "--out", tmp_path / "o", "-q"))
+    assert error["type"] == "invalid_input" and "Is a directory" in error["message"]
+    assert _files(tmp_path / "o") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--threshold", "nan"), "adaptive threshold must be > 0 and finite, got nan"),
+        (("--threshold", "inf"), "adaptive threshold must be > 0 and finite, got inf"),
+        (("--threshold", "0"), "adaptive threshold must be > 0 and finite, got 0.0"),
+        (("--threshold", "-5"), "adaptive threshold must be > 0 and finite, got -5.0"),
+        (("--detector", "content", "--threshold", "300"), "content threshold must be > 0 and"),
+        (("--detector", "histogram", "--threshold", "1.5"), "histogram threshold must be > 0"),
+        (("--analysis-width", "0"), "analysis_width must be an integer >= 16 pixels, got 0"),
+        (("--analysis-width", "-160"), "analysis_width must be an integer >= 16 pixels"),
+        (("--min-scene-len", "nan"), "min_scene_len must be a finite number of seconds >= 0"),
+        (("--min-scene-len", "-1"), "min_scene_len must be a finite number of seconds >= 0"),
+    ],
+)
+def test_meaningless_detection_parameters_are_refused(
+    ramp: Path, args: tuple[str, ...], message: str
+) -> None:
+    """NaN compared false with every score (no cut, silently) and 0 meant "the default": both
+    are now refused as invalid_input before anything is decoded."""
+    error = _failure("detect-scenes", ramp, "-q", *args, kind="invalid_input")
+    assert message in error["message"]
+
+
+def test_explicit_analysis_width_is_used_not_replaced(ramp: Path) -> None:
+    data = _success("detect-scenes", ramp, "-q", "--analysis-width", "16")
+    assert data["metadata"]["analysis_width"] == 16
+    assert _success("detect-scenes", ramp, "-q")["metadata"]["analysis_width"] == 160
 
 
 @pytest.mark.parametrize(

@@ -236,12 +236,39 @@ def test_url_to_corrupt_file_leaves_nothing(http_base: str, tmp_path: Path) -> N
         "rtmp://example.com/live",
         "http:///no-host.mp4",
         "",
+        "   ",
+        "http://[::1",
+        "http://[not-an-ip]/v.mp4",
+        "http://127.0.0.1:99999/v.mp4",
+        "http://127.0.0.1:port/v.mp4",
+        "https://",
+        "http://user@/v.mp4",
+        "http://exa mple.com/v.mp4",
+        "http://127.0.0.1/v.mp4\r\nX-Injected: 1",
+        "clip\x00.mp4",
+        "FILE:///etc/passwd",
+        "file://localhost/etc/passwd",
+        "/dev/null",
+        "~no-such-user-here/v.mp4",
+        "x" * 5000 + ".mp4",
+        "h" * 9000,
     ],
 )
 def test_rejected_sources(source: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError) as info:
         ingest(source, tmp_path / "out")
-    assert info.value.message
+    assert info.value.message and info.value.kind == "invalid_input"
+    assert _files(tmp_path / "out") == []
+
+
+def test_malformed_url_message_says_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"malformed URL 'http://\[::1'.*IPv6"):
+        ingest("http://[::1", tmp_path)
+
+
+def test_folder_as_source_is_invalid_input(media: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        ingest(media, tmp_path / "out")
     assert _files(tmp_path / "out") == []
 
 
@@ -410,6 +437,15 @@ def test_cli_success(media: Path, tmp_path: Path) -> None:
     assert data["status"] == "success"
     assert data["normalize_action"] == "remux"
     assert Path(data["normalized_path"]).is_file()
+
+
+@pytest.mark.parametrize("source", ["http://[::1", "", "."])
+def test_cli_malformed_source_is_a_typed_error(source: str, tmp_path: Path) -> None:
+    proc = _cli(source, "--out", str(tmp_path), "-q")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["type"] == "invalid_input" and error["message"]
+    assert _files(tmp_path) == []
 
 
 def test_cli_error(media: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from heaters_resources.errors import (
     MissingObjectError,
     NotFoundError,
 )
+from heaters_resources.states import leases
 from heaters_resources.states.core import array_literal
 from heaters_resources.store import keys
 from heaters_resources.store.objects import LocalObjectStore
@@ -491,10 +492,14 @@ def test_concurrent_transition_held_lock(db: Database) -> None:
     """Deterministic race: one transaction holds the row mid-transition, the other is refused."""
     _, cid = _clip_to(db, "spliced")
     with db.session() as s:
-        s.execute(text("UPDATE clips SET state = 'keyframing' WHERE id = :i"), {"i": cid})
+        owner = leases.take_lease(s)  # held by this (live) process
+        s.execute(
+            text("UPDATE clips SET state = 'keyframing', lease_id = :o WHERE id = :i"),
+            {"i": cid, "o": owner},
+        )
         with pytest.raises(ConflictError):
             st.start_keyframing(db, cid)
-    with pytest.raises(InvalidTransitionError):
+    with pytest.raises(InvalidTransitionError):  # its live holder is still at work
         st.start_keyframing(db, cid)
 
 

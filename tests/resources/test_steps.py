@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from heaters_media.errors import CorruptMediaError, InvalidInputError
+from heaters_media.errors import CorruptMediaError, DownloadFailedError, InvalidInputError
 from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from heaters_resources import states, steps
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
-from heaters_resources.errors import InvalidTransitionError
 from heaters_resources.store.objects import ObjectStore
 
 
@@ -89,8 +88,10 @@ def test_clip_steps_skip_clips_in_the_wrong_state(db: Database, local_store: Obj
     spliced = steps.splice_source_video(db, local_store, vid)
     out = steps.sprite_clips(db, local_store, spliced.identifiers[:2])  # not keyframed yet
     assert set(out.skipped) == set(spliced.identifiers[:2]) and not out.done
-    with pytest.raises(InvalidTransitionError):
-        steps.splice_source_video(db, local_store, vid)  # already spliced, no overwrite
+    again = steps.splice_source_video(db, local_store, vid)  # already spliced, no overwrite
+    assert again.skipped and again.clip_ids == spliced.clip_ids  # resumed: nothing redone
+    assert again.identifiers == spliced.identifiers
+    assert steps.ingest_source_video(db, local_store, vid).skipped
 
 
 def test_clip_failure_is_isolated(db: Database, local_store: ObjectStore) -> None:
@@ -164,3 +165,34 @@ def test_one_pass_sprites_clips_that_are_keyframed_already(
     with db.session() as s:
         states_now = set(s.scalars(select(Clip.state)))
     assert states_now == {"pending_review"}
+
+
+def test_download_limits_from_the_environment_reach_the_ingest_step(
+    db: Database, local_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEATERS_MAX_DOWNLOAD_BYTES bounds the pipeline's URL ingest: the video fails as
+    download_failed with the reason stored, and nothing is uploaded."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "site"
+    served.mkdir()
+    shutil.copy(SAMPLE_VIDEO, served / "v.mp4")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HEATERS_MAX_DOWNLOAD_BYTES", "1000")
+        vid = states.create_source_video(db, f"http://127.0.0.1:{server.server_address[1]}/v.mp4")
+        with pytest.raises(DownloadFailedError):
+            steps.ingest_source_video(db, local_store, vid, workdir=tmp_path / "work")
+    finally:
+        server.shutdown()
+        server.server_close()
+    video = states.get_source_video(db, vid)
+    assert video.state == "ingestion_failed"
+    assert (video.error or "").startswith("download_failed:") and "1000 byte limit" in video.error
+    assert list(local_store.list("")) == []
+    assert list((tmp_path / "work").iterdir()) == []

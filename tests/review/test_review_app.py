@@ -21,6 +21,7 @@ from heaters_resources.review import ReviewConfig, check_bind, create_app
 from heaters_resources.store.objects import LocalObjectStore
 
 BASE = "http://127.0.0.1:8765"
+TOKEN = "s3cret-s3cret-s3cret"
 ORIGIN = {"Origin": BASE}
 SPRITE_META = {
     "cols": 5,
@@ -271,15 +272,20 @@ def test_host_check_token_and_bind(db: Database, local_store: LocalObjectStore) 
     assert rebinding.get("/").status_code == 421
     with pytest.raises(ValueError, match="access token"):
         check_bind("0.0.0.0", None)
-    check_bind("0.0.0.0", "s3cret")
+    check_bind("0.0.0.0", TOKEN)
     check_bind("127.0.0.1", None)
     check_bind("::1", None)
-    app = create_app(db, local_store, ReviewConfig(token="s3cret"))
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ReviewConfig(token="s3cret")
+    with pytest.raises(ValueError, match="reviewer name must be 1 to 180 characters"):
+        ReviewConfig(reviewer="r" * 181)  # review_events.actor would overflow on every action
+    ReviewConfig(reviewer="r" * 180)
+    app = create_app(db, local_store, ReviewConfig(token=TOKEN))
     c = TestClient(app, base_url="http://review.lan:8765")
     assert c.get("/").status_code == 401
     assert c.get("/media/clip/1").status_code == 401
     assert c.get("/?token=wrong").status_code == 401
-    r = c.get("/?token=s3cret&clip=2", follow_redirects=False)
+    r = c.get(f"/?token={TOKEN}&clip=2", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/?clip=2"
     assert c.get("/").status_code == 200 and c.get("/healthz").text == "ok"
 
@@ -301,8 +307,69 @@ def test_missing_clip_and_empty_queue(db: Database, local_store: LocalObjectStor
     c = client(db, local_store)
     html = page(c)["html"]
     assert "Nothing to review" in html
-    assert "Clip 42 does not exist" in page(c, "/?clip=42")["html"]
+    missing = c.get("/?clip=42")
+    assert missing.status_code == 404 and "Clip 42 does not exist" in missing.text
     p = page(c)
     assert undo(c, p).json()["message"] == "Nothing to undo."
     with db.session() as s:
         assert s.scalar(select(Clip.id)) is None
+
+
+def test_hostile_ids_and_frames_are_4xx_not_500(
+    db: Database, local_store: LocalObjectStore
+) -> None:
+    """What an attacker found: `?clip=²` (`str.isdigit` is true, `int` refuses it), an id past
+    Postgres bigint, and `frame=²`; each was a 500. Now a 4xx with a reason, nothing changed."""
+    ids = make_clips(db, local_store)
+    c = TestClient(create_app(db, local_store), base_url=BASE, raise_server_exceptions=False)
+    p = page(c)
+    for query in ("%C2%B2", "abc", "-1", "0", "1.5", "%20" + str(ids[0]), "9" * 30):
+        r = c.get(f"/?clip={query}")
+        assert r.status_code == 400 and "must be a clip id" in r.text, query
+    assert c.get(f"/?clip={2**63 - 1}").status_code == 404
+    headers = {**ORIGIN, "X-CSRF-Token": p["csrf"], "Accept": "application/json"}
+    huge = c.post(
+        "/api/clips/99999999999999999999999/approve", json={"version": "x"}, headers=headers
+    )
+    assert huge.status_code == 404 and huge.json()["kind"] == "not_found"
+    assert c.get("/media/clip/99999999999999999999999").status_code == 404
+    assert c.get("/media/artifact/99999999999999999999999").status_code == 404
+    for frame in ("\u00b2", "1e3", "--5", " 7", "9" * 30):
+        r = act(c, p, "split", frame=frame)
+        assert r.status_code == 422 and r.json()["message"].startswith("Refused: frame"), frame
+    surrogate = '{"version": "' + p["version"] + '", "frame": "\\ud800"}'  # a lone surrogate
+    as_json = {**headers, "Content-Type": "application/json"}
+    r = c.post(f"/api/clips/{p['clip']}/split", content=surrogate, headers=as_json)
+    assert r.status_code == 422 and r.json()["message"].startswith("Refused: frame")
+    form = c.post(
+        f"/api/clips/{p['clip']}/split",
+        headers=ORIGIN,
+        follow_redirects=False,
+        data={"csrf_token": p["csrf"], "version": p["version"], "frame": "\u00b2"},
+    )
+    assert form.status_code == 303 and "notice=Refused" in form.headers["location"]
+    assert states.get_clip(db, ids[0]).state == "pending_review" and events(db) == []
+
+
+def test_security_headers_on_every_response(db: Database, local_store: LocalObjectStore) -> None:
+    """CSP, framing, sniffing and referrer headers on pages, media, refusals and 404s alike."""
+    ids = make_clips(db, local_store)
+    c = client(db, local_store)
+    p = page(c)
+    answers = [
+        c.get("/"),
+        c.get(f"/media/clip/{ids[0]}"),
+        c.get("/static/review.js"),
+        c.get("/no/such/page"),
+        c.post("/api/undo", json={}),  # no Origin: 403 from the security layer
+        TestClient(create_app(db, local_store), base_url="http://evil.example").get("/"),  # 421
+        act(c, p, "approve"),
+    ]
+    for r in answers:
+        assert r.headers["x-frame-options"] == "DENY", r.url
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "media-src 'self'" in csp and "default-src 'none'" in csp
+    assert [r.status_code for r in answers] == [200, 200, 200, 404, 403, 421, 200]

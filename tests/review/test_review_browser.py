@@ -37,6 +37,7 @@ from heaters_resources.orchestration.resources import (
 from heaters_resources.review import create_app
 from heaters_resources.review.runs import dagster_run_lookup
 from heaters_resources.store.objects import LocalObjectStore
+from tests.review.browser_wait import csp_violations, wait_for_js
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("HEATERS_CHROMIUM", "/usr/bin/chromium")
@@ -173,12 +174,13 @@ def test_review_flow_in_chromium(
     with serve(app) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
+        blocked = csp_violations(page)
         # Chromium loads (and seeks) the clip with Range requests: 206 Partial Content.
         with page.expect_response(lambda r: "/media/clip/" in r.url and r.status == 206):
             page.goto(base + "/")
         assert identifier(page) == "1_0_69"
         assert "Big Buck Bunny (edit)" in page.text_content(".video-title")
-        page.wait_for_function("document.getElementById('video').readyState >= 2")
+        wait_for_js(page, "document.getElementById('video').readyState >= 2")
         assert page.locator(".keyframes img").count() == 3
 
         # Scrub the sprite: hover maps the position to a tile, dragging seeks.
@@ -197,9 +199,10 @@ def test_review_flow_in_chromium(
         page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
         page.mouse.up()
         assert page.text_content("#frame") == str(int(0.25 * 69))
-        page.wait_for_function(
+        wait_for_js(
+            page,
             "(v => Math.abs(v.currentTime - 17.5 / 25) < 0.01 && !v.seeking"
-            " && v.readyState >= 2)(document.getElementById('video'))"
+            " && v.readyState >= 2)(document.getElementById('video'))",
         )
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "review-1280x800.png"))
@@ -261,8 +264,8 @@ def test_review_flow_in_chromium(
 
         # Undo now explains that the archive job already deleted the files.
         page.keyboard.press("u")
-        page.wait_for_function(
-            "document.getElementById('notice').textContent.includes('deleted its files')"
+        wait_for_js(
+            page, "document.getElementById('notice').textContent.includes('deleted its files')"
         )
         assert states.get_clip(db, ids[3]).state == "archived"
 
@@ -270,7 +273,7 @@ def test_review_flow_in_chromium(
         with page.expect_navigation():
             merge_event.locator("a.new-clip").click()
         assert identifier(page) == "1_0_146"
-        page.wait_for_function("document.getElementById('video').readyState >= 2")
+        wait_for_js(page, "document.getElementById('video').readyState >= 2")
         assert page.locator("#scrubber").count() == 1
 
         mobile = browser.new_context(
@@ -281,10 +284,11 @@ def test_review_flow_in_chromium(
         )
         phone = mobile.new_page()
         phone.goto(base + "/?clip=" + str(ids[4]))
-        phone.wait_for_function("document.getElementById('video').readyState >= 4")
+        wait_for_js(phone, "document.getElementById('video').readyState >= 4")
         phone.wait_for_timeout(300)  # let the first frame paint before the screenshot
         phone.screenshot(path=str(ARTIFACTS / "review-390x844.png"))
         mobile.close()
+        assert blocked == [], "the page broke its own Content-Security-Policy"
         context.close()
 
     # Rows, objects and Dagster runs.
@@ -331,7 +335,7 @@ def test_two_sessions_never_act_on_the_same_clip_twice(
         b.goto(f"{base}/?clip={ids[0]}")
         press(a, "a")
         b.keyboard.press("x")
-        b.wait_for_function("document.getElementById('notice').textContent.includes('Refused')")
+        wait_for_js(b, "document.getElementById('notice').textContent.includes('Refused')")
         assert "changed since the page was loaded" in b.text_content("#notice")
         assert states.get_clip(db, ids[0]).state == "approved"
         # From the queue they are shown different clips; both approve as fast as they can.
@@ -345,7 +349,7 @@ def test_two_sessions_never_act_on_the_same_clip_twice(
             for p in pages:  # both key presses go out before either page is answered
                 p.keyboard.press("a")
             for p, old in zip(pages, shown, strict=True):
-                p.wait_for_function(MOVED_ON, arg=old)
+                wait_for_js(p, MOVED_ON, arg=old)
                 p.wait_for_load_state()
                 if "Refused" in (p.text_content("#notice") or ""):
                     refused += 1

@@ -39,6 +39,7 @@ from heaters_resources.db.models import Clip, ClipArtifact
 from heaters_resources.review import create_app
 from heaters_resources.review.media import PRESIGN_SECONDS
 from heaters_resources.store.objects import S3ObjectStore
+from tests.review.browser_wait import csp_violations, wait_for_js
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("HEATERS_CHROMIUM", "/usr/bin/chromium")
@@ -222,6 +223,7 @@ def test_review_page_plays_s3_media_in_chromium(
     with serve(create_app(db, s3_store)) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
+        blocked = csp_violations(page)
         page.on(
             "response", lambda r: s3_responses.append(r) if r.url.startswith(s3_endpoint) else None
         )
@@ -230,7 +232,7 @@ def test_review_page_plays_s3_media_in_chromium(
 
         # The <video> points at the app, which redirects the browser to the presigned S3 URL.
         assert page.get_attribute("#video", "src") == f"/media/clip/{clip.id}"
-        page.wait_for_function("document.getElementById('video').readyState >= 2")
+        wait_for_js(page, "document.getElementById('video').readyState >= 2")
         video = page.evaluate(
             """() => { const v = document.getElementById('video');
                 return {duration: v.duration, error: v.error && v.error.message,
@@ -258,7 +260,8 @@ def test_review_page_plays_s3_media_in_chromium(
             """async () => { const v = document.getElementById('video');
                 await v.play(); return v.currentTime; }"""
         )
-        page.wait_for_function(
+        wait_for_js(
+            page,
             "t => { const v = document.getElementById('video');"
             " return !v.paused && v.currentTime > t + 0.3; }",
             arg=start,
@@ -269,15 +272,17 @@ def test_review_page_plays_s3_media_in_chromium(
             "t => { const v = document.getElementById('video'); v.pause(); v.currentTime = t; }",
             (clip.end_frame - clip.start_frame - 1.5) / fps,
         )
-        page.wait_for_function(
+        wait_for_js(
+            page,
             "() => { const v = document.getElementById('video');"
-            " return !v.seeking && v.readyState >= 2; }"
+            " return !v.seeking && v.readyState >= 2; }",
         )
         last = clip.end_frame - clip.start_frame - 2  # the page's frame counter follows the seek
-        page.wait_for_function("n => document.getElementById('frame').textContent == n", arg=last)
+        wait_for_js(page, "n => document.getElementById('frame').textContent == n", arg=last)
 
         # Keyframes: <img> elements loaded from the bucket at their stored size.
-        page.wait_for_function(
+        wait_for_js(
+            page,
             "n => { const imgs = [...document.querySelectorAll('.keyframes img')];"
             " return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }",
             arg=len(keyframes),
@@ -311,6 +316,7 @@ def test_review_page_plays_s3_media_in_chromium(
 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "review-s3-1280x800.png"))
+        assert blocked == [], "the page broke its own Content-Security-Policy"
         context.close()
 
 

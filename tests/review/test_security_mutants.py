@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from heaters_resources.review.ratelimit import FailureLimiter
 from heaters_resources.review.security import (
     COOKIE,
     ReviewSession,
@@ -27,7 +28,9 @@ from heaters_resources.review.security import (
     _host_name,
     _origin_of,
     check_bind,
+    check_token,
     is_loopback,
+    same_secret,
     verify_csrf,
 )
 
@@ -50,10 +53,12 @@ async def session_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-def _client(token: str | None = None, base_url: str = BASE) -> TestClient:
+def _client(
+    token: str | None = None, base_url: str = BASE, limiter: FailureLimiter | None = None
+) -> TestClient:
     """A client that does not follow redirects (the tests look at them). It keeps cookies like a
     browser; tests that need a cookie-less request use a new client."""
-    app = SecurityMiddleware(session_app, signer=Signer(SECRET), token=token)
+    app = SecurityMiddleware(session_app, signer=Signer(SECRET), token=token, limiter=limiter)
     return TestClient(app, base_url=base_url, follow_redirects=False)  # type: ignore[arg-type]
 
 
@@ -91,9 +96,32 @@ def test_network_bind_needs_a_token() -> None:
     )
     with pytest.raises(ValueError, match="access token"):
         check_bind("192.168.1.5", "")
-    check_bind("0.0.0.0", "s3cret")
+    check_bind("0.0.0.0", "s3cret-s3cret-16")
     check_bind("localhost", None)
     check_bind("[::1]", None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_short_tokens_are_refused_on_any_bind(host: str) -> None:
+    """A token under 16 characters can be guessed (a 2-character one fell in < 1000 tries)."""
+    with pytest.raises(ValueError) as info:
+        check_bind(host, "x" * 15)
+    assert str(info.value).startswith(
+        "the review access token must be at least 16 characters (got 15)"
+    )
+    check_bind(host, "x" * 16)
+    check_token("y" * 16)
+    with pytest.raises(ValueError, match="at least 16"):
+        check_token("")
+
+
+def test_secrets_compare_in_constant_time_whatever_their_characters() -> None:
+    """`hmac.compare_digest` raises TypeError on non-ASCII `str`: a request must not reach it
+    with one (it was a 500)."""
+    assert same_secret("abc", "abc") and not same_secret("abc", "abd")
+    assert not same_secret("\u00e9t\u00e9", "ete") and same_secret("\u00e9", "\u00e9")
+    assert not same_secret("\ud800", "x")  # a lone surrogate from a JSON body
+    assert not same_secret("", "x")
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -114,11 +142,19 @@ def test_headers_are_read_by_exact_lowercase_name() -> None:
         ("localhost", "localhost"),
         ("[::1]:8765", "[::1]"),
         ("[::1]", "[::1]"),
-        ("localhost:x:8765", "localhost:x"),
+        ("localhost:x:8765", ""),
+        ("[::1", ""),
+        ("[::1]x", ""),
+        ("[::1]:", ""),
+        ("127.0.0.1:80@evil.example", ""),
+        ("127.0.0.1:\u0668\u0660", ""),  # Arabic-Indic digits are not a port
+        ("localhost:", ""),
+        ("", ""),
     ],
 )
 def test_host_name_drops_only_the_port(header: str, name: str) -> None:
-    """The Host check compares names, so only the port is removed."""
+    """The Host check compares names, so only a numeric port is removed; anything malformed
+    is no name at all."""
     assert _host_name(header) == name
 
 
@@ -346,3 +382,79 @@ def test_a_write_without_a_session_is_refused() -> None:
     """A write from a browser that never loaded a page has no CSRF token to show: refused."""
     r = _client().post("/", headers={"Origin": BASE})
     assert r.status_code == 403 and r.text == "No review session: reload the page."
+
+
+# ------------------------------------------------------------------- token edge cases, limits
+
+
+def test_a_non_ascii_or_odd_token_is_a_401_not_a_crash() -> None:
+    """`?token=%C3%A9...` used to reach `hmac.compare_digest` as non-ASCII `str` (a 500)."""
+    c = _client("s3cret-s3cret-16")
+    for given in ("%C3%A9t%C3%A9", "%FF", "%00", "s3cret-s3cret-1%C2%B2", "x" * 5000):
+        r = c.get(f"/?token={given}")
+        assert r.status_code == 401, given
+
+
+def test_the_redirect_after_the_token_stays_on_this_site() -> None:
+    """The Location keeps the path percent-encoded (a header is latin-1: `/€` was a 500) and
+    never becomes `//host`, which a browser would follow to another site."""
+    c = _client("s3cret-s3cret-16")
+    r = c.get("/%E2%82%AC/x?token=s3cret-s3cret-16&a=%C3%A9")
+    assert r.status_code == 303 and r.headers["location"] == "/%E2%82%AC/x?a=%C3%A9"
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "//evil.example/x",
+        "query_string": b"token=s3cret-s3cret-16",
+        "headers": [(b"host", b"review.lan")],
+    }
+    start, _ = _call(echo_app, scope, token="s3cret-s3cret-16")
+    assert (start["status"], dict(start["headers"])[b"location"]) == (303, b"/evil.example/x")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wrong_tokens_are_rate_limited_per_address() -> None:
+    """After `burst` wrong tokens an address gets 429 with Retry-After, even with the right
+    token; one attempt comes back every `every_seconds`. Requests without a token cost
+    nothing; other addresses are not affected."""
+    clock = FakeClock()
+    limiter = FailureLimiter(burst=3, every_seconds=10.0, clock=clock)
+    c = _client("s3cret-s3cret-16", limiter=limiter)
+    for _ in range(5):
+        assert c.get("/").status_code == 401  # no token given: not an attempt
+    for _ in range(3):
+        assert c.get("/?token=wrong-wrong-wrong").status_code == 401
+    limited = c.get("/?token=s3cret-s3cret-16")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "10"
+    assert limited.text == "Too many wrong access tokens from testclient: try again in 10 s."
+    clock.now += 4.0
+    assert c.get("/").headers["retry-after"] == "6"
+    clock.now += 6.0
+    assert c.get("/?token=s3cret-s3cret-16").status_code == 303  # one attempt back
+    other = FailureLimiter(burst=1, every_seconds=10.0, clock=clock)
+    other.failed("10.0.0.1")
+    assert other.retry_after("10.0.0.1") == 10 and other.retry_after("10.0.0.2") == 0
+
+
+def test_the_limiter_forgets_refilled_and_fullest_addresses_first() -> None:
+    """Memory stays bounded: over `max_addresses`, refilled buckets go, then the fullest."""
+    clock = FakeClock()
+    limiter = FailureLimiter(burst=2, every_seconds=10.0, max_addresses=2, clock=clock)
+    limiter.failed("a")
+    limiter.failed("a")  # a: empty
+    limiter.failed("b")  # b: one left
+    limiter.failed("c")  # c: one left; over the limit, so b or c (fuller than a) goes
+    assert len(limiter._buckets) == 2 and "a" in limiter._buckets
+    assert limiter.retry_after("a") == 10
+    clock.now += 100.0
+    limiter.failed("d")  # everyone else refilled: they are forgotten
+    assert set(limiter._buckets) == {"d"}
+    with pytest.raises(ValueError):
+        FailureLimiter(burst=0)
