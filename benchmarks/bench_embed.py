@@ -1,40 +1,52 @@
-"""Image embedding throughput (images/s) on CPU for batch sizes 1, 8 and 32.
+"""Embedding throughput (images/s) on the CPU: the feed alone, and models end to end.
 
-Contenders, each through the real ``embed_images`` path (decode + preprocess + model):
+Why two tables: a model's rate end to end is the slower of its feed (decode + preprocess) and
+its forward pass, so each is measured on its own next to the other.
 
-- ``heaters/pixels-v1`` (weights-free descriptor); reference: a bare full-size OpenCV JPEG
-  decode of the same files (what any image model has to pay at least),
-- CLIP ViT-B/32; reference: the model's forward pass alone on already-preprocessed tensors
-  of the same batch size (so the ratio shows what decode + preprocessing cost on top).
+1. **Feed alone**: 640x360 JPEGs through :func:`heaters_media.embed_feed.batches` into a no-op
+   (the model costs nothing), with each real processor's settings (CLIP ViT-B/32: shortest edge
+   224, crop 224; DINOv2: 256, crop 224) and the tiny test models' (32 px). References: the
+   path before the feed (one thread: OpenCV decode, then the Hugging Face processor per batch)
+   and a bare full-size OpenCV decode in as many threads as the feed has (the floor).
+2. **End to end**: each model through ``embed_images`` (feed + model; model load excluded) next
+   to its forward pass alone on already-preprocessed tensors of the same batch size. Models:
+   the tiny random CLIP and DINOv2 of the tests (32 px: the feed dominates), and a randomly
+   initialized CLIP with the real ViT-B/32 image tower (``vit-b32``: the model dominates on a
+   CPU; its vectors are meaningless, its speed is the real model's). No weights are
+   downloaded.
 
-No weights are downloaded. Without ``--model``, CLIP is a *randomly initialized* model with the
-real ViT-B/32 vision architecture (CLIPVisionConfig defaults: hidden 768, 12 layers, patch 32,
-224 px; a tiny text tower, which image embedding never runs): its speed is that of the real
-model, its vectors are meaningless. ``--model PATH`` uses real weights from a save_pretrained
-folder (or a hub id already in the Hugging Face cache).
+Frames: extracted from the bundled sample (an edit of Big Buck Bunny, (c) Blender Foundation,
+CC BY 3.0). Each figure is the best of ``--repeat`` runs after a warm-up; the load average is
+printed before and after, since other work on the machine skews the timings. Usage::
 
-Frames: 64 JPEGs (640x360) extracted from the bundled Big Buck Bunny edit. Usage::
-
-    python -m benchmarks.bench_embed [--images 64] [--batch-sizes 1,8,32] [--model PATH]
+    python -m benchmarks.bench_embed [--images 256] [--batch-size 32] [--repeat 3]
+        [--models tiny-clip,tiny-dinov2,vit-b32] [--vit-images 64] [--workers N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from heaters_media import descriptor, embed_feed, embed_models
 from heaters_media.embed import embed_images
+from heaters_media.embed_preprocess import Preprocess
 from heaters_media.samples import SAMPLE_VIDEO
+
+MODELS = ("tiny-clip", "tiny-dinov2", "vit-b32")
 
 
 def extract_frames(out: Path, count: int) -> list[Path]:
@@ -43,121 +55,228 @@ def extract_frames(out: Path, count: int) -> list[Path]:
         [
             *("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"),
             *("-i", str(SAMPLE_VIDEO), "-vf", f"fps={fps:.4f}", "-frames:v", str(count)),
-            *("-q:v", "3", str(out / "f%03d.jpg")),
+            *("-q:v", "3", str(out / "f%04d.jpg")),
         ],
         check=True,
     )
     return sorted(out.glob("f*.jpg"))
 
 
-def best_of(fn: Callable[[], object], repeats: int = 2) -> float:
-    times = []
+def best_rate(n: int, fn: Callable[[], object], repeats: int) -> float:
+    """Best images/s of ``repeats`` runs of ``fn`` (``n`` images each), after one warm-up."""
+    return float(measure(n, fn, repeats)["images_per_second"])
+
+
+def measure(n: int, fn: Callable[[], object], repeats: int, threads: int = 0) -> dict[str, float]:
+    """Best wall-clock images/s, and the least CPU time (all threads) per image, of ``repeats``
+    runs after one warm-up. On a shared machine the wall clock counts other jobs' time; the
+    CPU time mostly does not, so ``min(cores, threads) / cpu time`` is what the cores would
+    give if free (``threads`` 0: as many as there are cores)."""
+    fn()
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    cpu_ms = 1000 * min(cpus) / n
+    cores = os.cpu_count() or 1
+    return {
+        "images_per_second": n / min(walls),
+        "cpu_ms_per_image": cpu_ms,
+        "free_cores_images_per_second": 1000 * min(cores, threads or cores) / cpu_ms,
+    }
 
 
-def random_vit_b32(folder: Path) -> Path:
-    """Write a randomly initialized CLIP with the ViT-B/32 image tower (+ its preprocessor)."""
+def build_models(root: Path, names: list[str]) -> dict[str, Path]:
+    """save_pretrained folders: the tests' tiny models and a random ViT-B/32 CLIP."""
     import torch
     import transformers as tf
 
     torch.manual_seed(0)
-    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
-    config = tf.CLIPConfig(text_config=text, vision_config={}, projection_dim=512)
-    tf.CLIPModel(config).save_pretrained(folder)
-    tf.CLIPImageProcessor().save_pretrained(folder)  # defaults = openai's 224 px preprocessing
-    return folder
+    out: dict[str, Path] = {}
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    text = dict(vocab_size=64, max_position_embeddings=16, **vision)
+    if "tiny-clip" in names:
+        config = tf.CLIPConfig(
+            text_config=text, vision_config={**vision, "image_size": 32, "patch_size": 8}
+        )
+        tf.CLIPModel(config).save_pretrained(root / "tiny-clip")
+        tf.CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ).save_pretrained(root / "tiny-clip")
+        out["tiny-clip"] = root / "tiny-clip"
+    if "tiny-dinov2" in names:
+        dino = tf.Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+        )
+        tf.Dinov2Model(dino).save_pretrained(root / "tiny-dinov2")
+        _dino_processor(36, 32).save_pretrained(root / "tiny-dinov2")
+        out["tiny-dinov2"] = root / "tiny-dinov2"
+    if "vit-b32" in names:  # CLIPVisionConfig defaults = ViT-B/32 (768 wide, 12 layers, 224 px)
+        small_text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1)
+        config = tf.CLIPConfig(text_config=small_text, vision_config={}, projection_dim=512)
+        tf.CLIPModel(config).save_pretrained(root / "vit-b32")
+        tf.CLIPImageProcessor().save_pretrained(root / "vit-b32")  # openai's 224 px settings
+        out["vit-b32"] = root / "vit-b32"
+    return out
 
 
-def fastest(kw: dict[str, Any], frames: list[Path], repeats: int) -> float:
-    """Best images/s of ``repeats`` full runs, after a warm-up batch (oneDNN kernel set-up)."""
-    embed_images(frames[: kw["batch_size"]], **kw)
-    return max(embed_images(frames, **kw).images_per_second for _ in range(repeats))
+def _dino_processor(short: int, crop: int) -> Any:
+    import transformers as tf
+
+    return tf.BitImageProcessor(
+        size={"shortest_edge": short},
+        crop_size={"height": crop, "width": crop},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
 
 
-def forward_only(
-    model: str, path: str | None, frames: list[Path], batch: int, repeats: int
-) -> float:
-    """images/s of the model's forward pass alone on preprocessed tensors."""
+def feed_rows(frames: list[Path], batch: int, workers: int, repeats: int) -> dict[str, Any]:
+    """The feed into a no-op, per processor setting, and the two references."""
     import torch
+    import transformers as tf
 
-    from heaters_media import embed_models
-    from heaters_media.descriptor import read_image_rgb
+    n = len(frames)
+    processors = {
+        "CLIP ViT-B/32 (224)": tf.CLIPImageProcessor(),
+        "DINOv2 (256 -> 224)": _dino_processor(256, 224),
+        "tiny CLIP (32)": tf.CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        "tiny DINOv2 (36 -> 32)": _dino_processor(36, 32),
+    }
+    rows: dict[str, Any] = {}
+    for name, processor in processors.items():
+        stage = embed_feed.HostStage(Preprocess.from_processor(processor), "cpu", torch.float32)
 
-    spec = embed_models.resolve_model(model, path)
-    loaded = embed_models.load_model(spec, "cpu", "float32", True)
-    rgb = [read_image_rgb(p) for p in frames[:batch]]
+        def run(stage: embed_feed.Stage = stage) -> None:
+            for b in embed_feed.batches(frames, stage, batch, workers=workers):
+                _ = b.data  # the negligible model
+
+        rows[f"feed: {name}"] = measure(n, run, repeats, threads=workers)
+
+    clip = processors["CLIP ViT-B/32 (224)"]
+
+    def before() -> None:  # what embed_images did before the feed, per batch
+        for i in range(0, n, batch):
+            rgb = [descriptor.read_image_rgb(p) for p in frames[i : i + batch]]
+            clip(images=rgb, return_tensors="pt")
+
+    rows["before: 1 thread, HF processor (CLIP 224)"] = measure(n, before, repeats, threads=1)
+    blobs = [np.fromfile(p, np.uint8) for p in frames]
+
+    def decode_only() -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda b: cv2.imdecode(b, cv2.IMREAD_COLOR_RGB), blobs))
+
+    rows[f"floor: full decode only, {workers} threads"] = measure(
+        n, decode_only, repeats, threads=workers
+    )
+    return rows
+
+
+def forward_only(folder: Path, frames: list[Path], batch: int, repeats: int) -> float:
+    """images/s of the model's forward pass alone on preprocessed tensors of one batch."""
+    loaded = embed_models.load_model(
+        embed_models.resolve_model(str(folder)), "cpu", "float32", True
+    )
+    rgb = [descriptor.read_image_rgb(p) for p in frames[:batch]]
     pixels = loaded.processor(images=rgb, return_tensors="pt")["pixel_values"]
-    with torch.inference_mode():
-        loaded.model.get_image_features(pixel_values=pixels)
-        per_call = best_of(lambda: loaded.model.get_image_features(pixel_values=pixels), repeats)
-    return len(rgb) / per_call
+    return best_rate(len(rgb), lambda: loaded.embed_pixels(pixels), repeats)
+
+
+def end_to_end(
+    name: str, folder: Path, frames: list[Path], batch: int, workers: int, repeats: int
+) -> dict[str, float]:
+    """One model through ``embed_images`` next to its forward pass alone."""
+    kw: dict[str, Any] = dict(model=name, model_path=folder, device="cpu", offline=True)
+    kw.update(batch_size=batch, workers=workers, strategy="keyframe_multi")
+    embed_images(frames[:batch], **kw)  # load once + warm-up (oneDNN kernels)
+    e2e = max(embed_images(frames, **kw).images_per_second for _ in range(repeats))
+    forward = forward_only(folder, frames, batch, repeats)
+    return {
+        "images": len(frames),
+        "images_per_second": e2e,
+        "forward_only": forward,
+        "ratio": e2e / forward,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--batch-sizes", default="1,8,32")
-    ap.add_argument("--repeats", type=int, default=2, help="best of N runs (shared machines)")
-    ap.add_argument("--model", help="real CLIP weights: save_pretrained folder or cached hub id")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs (shared machines)")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    ap.add_argument("--workers", type=int, default=embed_feed.default_workers())
+    ap.add_argument("--vit-images", type=int, default=64, help="frames for vit-b32 (slow on CPU)")
+    ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = ap.parse_args()
-    sizes = [int(s) for s in args.batch_sizes.split(",")]
-
-    load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    rows: list[tuple[str, int, float, str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
-        frames = extract_frames(Path(tmp), args.images)
-        n = len(frames)
-        blobs = [np.fromfile(p, np.uint8) for p in frames]
-        decode = n / best_of(lambda: [cv2.imdecode(b, cv2.IMREAD_COLOR) for b in blobs])
-
-        for bs in sizes:
-            ips = fastest(dict(model="heaters/pixels-v1", batch_size=bs), frames, args.repeats)
-            rows.append(("heaters/pixels-v1", bs, ips, "full decode", decode))
-
-        if args.model:
-            label, clip_path, weights = args.model, None, "real weights"
-            if Path(args.model).is_dir():
-                label, clip_path = "clip (" + Path(args.model).name + ")", args.model
-        else:
-            clip_path = str(random_vit_b32(Path(tmp) / "vit-b32-random"))
-            label, weights = "clip-vit-b32 (random)", "RANDOM weights (speed only)"
-        kw: dict[str, Any] = dict(model=label if clip_path else args.model, model_path=clip_path)
-        kw.update(device="cpu", offline=True)
-        first = embed_images(frames[:1], **kw)  # load once; later calls hit the cache
-        for bs in sizes:
-            ips = fastest({**kw, "batch_size": bs}, frames, args.repeats)
-            ref = forward_only(str(kw["model"]), clip_path, frames, bs, args.repeats)
-            rows.append((label, bs, ips, "forward only", ref))
-
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(
-        f"\nload average (1/5/15 min) before: {load_before}, after: {load}, "
-        f"{os.cpu_count()} CPUs: other work on the machine skews these timings"
-    )
-    print(
-        f"{n} frames 640x360 JPEG, CPU, torch threads={_threads()}; CLIP: {weights}, "
-        f"dim {first.dimension}, load {first.load_seconds:.1f} s"
-    )
-    print(
-        f"{'model':<26}{'batch':>6}{'images/s':>11}{'ms/img':>9}  {'reference':<14}"
-        f"{'ref img/s':>10}{'ratio':>8}"
-    )
-    for model, bs, ips, ref_name, ref in rows:
-        print(
-            f"{model:<26}{bs:>6}{ips:>11.1f}{1000 / ips:>9.2f}  {ref_name:<14}"
-            f"{ref:>10.1f}{ips / ref:>8.2f}"
-        )
-    print("\ncommand: python -m benchmarks.bench_embed " + " ".join(sys.argv[1:]))
-
-
-def _threads() -> int:
+    names = [m for m in args.models.split(",") if m]
+    if unknown := set(names) - set(MODELS):
+        ap.error(f"unknown models {sorted(unknown)}")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    embed_models.import_ml()  # first torch import: as embedding runs have it (quiet_openmp)
     import torch
 
-    return int(torch.get_num_threads())
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
+        frames = extract_frames(Path(tmp), args.images)
+        feed = feed_rows(frames, args.batch_size, args.workers, args.repeat)
+        folders = build_models(Path(tmp) / "models", names)
+        models = {}
+        for name, folder in folders.items():  # vit-b32: the model dominates, fewer frames do
+            some = frames[: max(args.batch_size, args.vit_images)] if name == "vit-b32" else frames
+            models[name] = end_to_end(
+                name, folder, some, args.batch_size, args.workers, args.repeat
+            )
+    load_after = os.getloadavg()
+
+    print(
+        f"load average (1/5/15 min) before: {_fmt(load_before)}, after: {_fmt(load_after)}; "
+        f"{os.cpu_count()} CPUs, feed workers {args.workers}, torch threads "
+        f"{torch.get_num_threads()}: other work on the machine skews these timings"
+    )
+    print(
+        f"{len(frames)} frames 640x360 JPEG, batch {args.batch_size}, CPU, "
+        f"best of {args.repeat}; random weights (speed only)\n"
+    )
+    cores = os.cpu_count()
+    print(f"{'feed alone (no-op model)':<44}{'images/s':>10}{'CPU ms/img':>12}{'/s if free':>12}")
+    for name, row in feed.items():
+        print(
+            f"{name:<44}{row['images_per_second']:>10.0f}{row['cpu_ms_per_image']:>12.2f}"
+            f"{row['free_cores_images_per_second']:>12.0f}"
+        )
+    print(f"(/s if free: min({cores} cores, threads) / CPU time per image: without other jobs)")
+    print(
+        f"\n{'end to end (embed_images)':<28}{'images':>7}{'images/s':>10}{'forward only':>14}"
+        f"{'ratio':>8}"
+    )
+    for name, row in models.items():
+        print(
+            f"{name:<28}{row['images']:>7}{row['images_per_second']:>10.0f}"
+            f"{row['forward_only']:>14.0f}{row['ratio']:>8.2f}"
+        )
+    print("\ncommand: python -m benchmarks.bench_embed " + " ".join(sys.argv[1:]))
+    if args.json:
+        result = {
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(load_after),
+            "cpus": os.cpu_count(),
+            "workers": args.workers,
+            "images": len(frames),
+            "batch_size": args.batch_size,
+            "feed": feed,
+            "end_to_end": models,
+        }
+        print(json.dumps(result))
+
+
+def _fmt(load: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.1f}" for x in load)
 
 
 if __name__ == "__main__":

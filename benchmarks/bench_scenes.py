@@ -7,6 +7,11 @@ runs every contender once; the best time of each is kept):
   (whole call: probe, key-frame index, decode, scoring, cut selection),
 - ``PySceneDetect adaptive`` / ``PySceneDetect content``: PySceneDetect 0.7's AdaptiveDetector
   and ContentDetector (their defaults, auto downscale),
+- ``transnetv2``: :func:`heaters_media.transnet.detect_transnetv2` (the ``ml`` extra; skipped
+  without it), default batch size, model loaded before the rounds (its load time is printed
+  apart). ``--transnet-batches 1,4,16`` adds, per batch size, the whole call
+  (``transnetv2 batch N``: decode to 48x27 + network) and the network alone on frames decoded
+  beforehand (``transnetv2 model batch N``),
 - ``plain decode``: ``ffmpeg -i FILE -f null -``, one process, full-resolution decode with the
   loop filter, nothing scaled or piped. A familiar yardstick, *not* a floor: our detector decodes
   with cheaper settings and several processes, so it can beat it,
@@ -34,6 +39,7 @@ Other inputs: ``--input FILE [--truth 12,80,...]``; ``--json`` adds one JSON lin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -46,6 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from heaters_media import transnet
+from heaters_media.errors import InvalidInputError
 from heaters_media.frames import (
     FrameGeometry,
     Segment,
@@ -120,6 +130,43 @@ def pyscenedetect(path: Path, kind: str) -> list[int]:
     return [s[0].frame_num for s in scenes[1:]]
 
 
+def transnet_contenders(
+    path: Path, batches: list[int], meta: dict[str, dict[str, Any]]
+) -> dict[str, Callable[[], Any]]:
+    """TransNetV2 rows (empty without the ml extra): the default call, and per batch size the
+    whole call and the network alone on frames decoded beforehand (decode not timed)."""
+    try:
+        device = transnet.resolve_device("auto")
+    except InvalidInputError as exc:
+        print(f"transnetv2: skipped ({exc.message})")
+        return {}
+    model, load_secs = timed(lambda: transnet.load_model(device))
+    meta["transnetv2 setup"] = {
+        "device": device,
+        "model_load_seconds": round(load_secs, 3),
+        "default_batch_size": transnet.DEFAULT_BATCH_SIZES[device.split(":")[0]],
+        "batch_sizes": batches,
+    }
+    print(f"transnetv2: device {device}, model loaded before the rounds in {load_secs:.2f} s")
+
+    def whole(batch: int | None = None) -> list[int]:
+        result = transnet.detect_transnetv2(path, device=device, batch_size=batch)
+        meta[f"transnetv2 batch {result.metadata['batch_size']}"] = result.metadata
+        return result.cut_frames
+
+    rows: dict[str, Callable[[], Any]] = {"transnetv2": whole}
+    if batches:
+        frames = np.concatenate(list(stream_frames(path, transnet.INPUT_GEOMETRY)))
+
+        def alone(batch: int) -> int:
+            return len(transnet.predict_frames(model, [frames], batch_size=batch))
+
+        for b in batches:
+            rows[f"transnetv2 batch {b}"] = functools.partial(whole, b)
+            rows[f"transnetv2 model batch {b}"] = functools.partial(alone, b)
+    return rows
+
+
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -131,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segments", type=int, default=40, help="pieces in the generated edit")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of all contenders; best kept")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON line too")
+    ap.add_argument(
+        "--transnet-batches",
+        default="",
+        help="comma-separated TransNetV2 batch sizes to time apart, e.g. 1,4,16",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-scenes-") as tmp:
         return measure_all(args, Path(tmp))
@@ -178,6 +230,8 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> int:
         contenders[f"heaters {det}"] = lambda d=det: heaters(d)
     for det in ("content", "adaptive"):
         contenders[f"PySceneDetect {det}"] = lambda d=det: pyscenedetect(path, d)
+    batches = [int(b) for b in args.transnet_batches.split(",") if b.strip()]
+    contenders.update(transnet_contenders(path, batches, meta))
     # Rounds: every contender once per round, so a change in the machine's load hits them all.
     best = dict.fromkeys(contenders, float("inf"))
     outputs: dict[str, Any] = {}
@@ -213,10 +267,10 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> int:
             file=sys.stderr,
         )
 
-    print(f"\n{'contender':24} {'fps':>8} {'seconds':>8} {'F1':>6} {'P':>6} {'R':>6}")
+    print(f"\n{'contender':26} {'fps':>8} {'seconds':>8} {'F1':>6} {'P':>6} {'R':>6}")
     for name, r in rows.items():
         print(
-            f"{name:24} {r['fps']:>8} {r['seconds']:>8} {r.get('f1', '-')!s:>6} "
+            f"{name:26} {r['fps']:>8} {r['seconds']:>8} {r.get('f1', '-')!s:>6} "
             f"{r.get('precision', '-')!s:>6} {r.get('recall', '-')!s:>6}"
         )
 
@@ -283,6 +337,7 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> int:
             "pairs": pairs,
             "ratios": ratios,
             "matched_decode": decode,
+            "transnetv2": meta.get("transnetv2 setup"),
         }
         print(json.dumps(out))
     return 0

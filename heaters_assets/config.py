@@ -15,6 +15,11 @@ class SceneConfig(dg.Config):
     detector: str = "adaptive"
     threshold: float | None = None
     min_scene_len: float = 1.0
+    #: Shots shorter than min_scene_len: "keep" (their own clip, marked short, out of the
+    #: review queue), "merge" (into the next clip: the behaviour before), "drop" (no clip).
+    short_policy: str = "keep"
+    #: Leave a fade's / dissolve's / wipe's frames out of both neighbouring clips.
+    trim_transitions: bool = False
     overwrite: bool = False
 
 

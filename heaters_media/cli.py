@@ -114,7 +114,8 @@ def detect_scenes_cmd(
     detector: Annotated[
         str,
         typer.Option(
-            help="adaptive (default, most accurate), content, or histogram (the original method)."
+            help="adaptive (default), content, histogram (the original method), or "
+            "transnetv2 (the network; needs the ml extra)."
         ),
     ] = "adaptive",
     threshold: Annotated[
@@ -126,9 +127,23 @@ def detect_scenes_cmd(
         int | None,
         typer.Option(help="Frames are downscaled to this width (default 160; at least 16)."),
     ] = None,
+    gradual: Annotated[
+        bool,
+        typer.Option(
+            "--gradual/--hard-cuts-only",
+            help="Also fades, dissolves, wipes; flash frames are no cut (adaptive, content).",
+        ),
+    ] = True,
+    short_policy: Annotated[
+        str | None,
+        typer.Option(help="Scenes shorter than min-scene-len: keep (marked short), merge, drop."),
+    ] = None,
+    trim_transitions: Annotated[
+        bool, typer.Option(help="Leave gradual transitions' frames out of both scenes.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Hard-cut scene detection; prints scenes and cut frames."""
+    """Scene detection (cuts and gradual transitions); prints scenes and cut frames."""
     from heaters_media.scenes import detect_scenes
 
     with _progress("detect", quiet) as progress:
@@ -140,6 +155,9 @@ def detect_scenes_cmd(
                 min_scene_len=min_scene_len,
                 analysis_width=analysis_width,
                 progress=progress,
+                gradual=gradual,
+                short_policy=short_policy,
+                trim_transitions=trim_transitions,
             )
         )
 

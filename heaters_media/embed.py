@@ -14,20 +14,30 @@ Strategies say how a clip's key frames become its vector(s); the name is stored 
 - ``keyframe_multi_avg``: the mean of the images' unit vectors, re-normalized: one vector.
 
 All vectors are L2-normalized, so cosine similarity is a dot product (pgvector ``<=>``/``<#>``).
+
+Images reach the model through the feed (:mod:`heaters_media.embed_feed`): decoded and
+preprocessed in a pool of threads, batches prepared while the model runs the previous one, the
+model's processor redone as array operations (:mod:`heaters_media.embed_preprocess`) and, on
+CUDA with torchvision, JPEGs decoded on the GPU (:mod:`heaters_media.embed_gpu`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from heaters_media import descriptor
+from heaters_media import descriptor, embed_feed
+from heaters_media.embed_gpu import DECODES, GpuJpegStage, gpu_decode_choice, torchvision_decoder
 from heaters_media.embed_models import (
     KNOWN_MODELS,
+    LoadedModel,
     ModelSpec,
     ModelWeightsNotFoundError,
     check_device,
@@ -37,12 +47,14 @@ from heaters_media.embed_models import (
     resolve_device,
     resolve_model,
 )
+from heaters_media.embed_preprocess import Preprocess, UnsupportedProcessor
 from heaters_media.errors import InvalidInputError
 from heaters_media.results import Result
 from heaters_media.tools import existing_file
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 STRATEGIES = ("keyframe_midpoint", "keyframe_multi", "keyframe_multi_avg")
+ON_ERROR = ("raise", "skip")
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -76,6 +88,8 @@ class EmbeddingResult(Result):
     images_per_second: float
     weights: str = ""
     notes: list[str] = field(default_factory=list)
+    #: ``on_error="skip"``: image -> "kind: message" of the images left out (not in ``images``).
+    failed: dict[str, str] = field(default_factory=dict)
 
     def array(self) -> np.ndarray:
         """The vectors as a float32 (n, dimension) array."""
@@ -103,6 +117,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
+def _as_vectors(data: np.ndarray) -> np.ndarray:
+    """The descriptor stage's output is already the vectors."""
+    return data
+
+
 def _check_common(strategy: str | None, batch_size: int) -> None:
     if strategy is not None and strategy not in STRATEGIES:
         raise InvalidInputError(
@@ -112,12 +131,45 @@ def _check_common(strategy: str | None, batch_size: int) -> None:
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _batched(
-    paths: Sequence[PathLike], batch_size: int, run: Callable[[list[PathLike]], np.ndarray]
-) -> np.ndarray:
-    """Run ``run`` over consecutive batches; only one batch of decoded images is held at once."""
-    chunks = [run(list(paths[i : i + batch_size])) for i in range(0, len(paths), batch_size)]
-    return np.concatenate(chunks, axis=0)
+def _model_stage(loaded: LoadedModel, decode: str) -> tuple[embed_feed.Stage, str]:
+    """The feed stage for a transformer model, and a note saying which one and why."""
+    import torch
+
+    dtype = getattr(torch, loaded.dtype)
+    try:
+        prep = Preprocess.from_processor(loaded.processor)
+    except UnsupportedProcessor as exc:
+        stage = embed_feed.ProcessorStage(loaded.processor, loaded.device, dtype)
+        return stage, f"preprocessing by the model's own processor ({exc})"
+    probe = loaded.device.startswith("cuda") and decode != "cpu"
+    decoder = torchvision_decoder() if probe else None
+    gpu, why = gpu_decode_choice(decode, loaded.device, decoder)
+    if gpu and decoder is not None:
+        return GpuJpegStage(prep, loaded.device, dtype, decoder), why
+    return embed_feed.HostStage(prep, loaded.device, dtype), why
+
+
+def _run_feed(
+    files: list[Path],
+    stage: embed_feed.Stage,
+    embed: Any,
+    batch_size: int,
+    workers: int | None,
+    skip: bool,
+) -> tuple[np.ndarray, list[int], dict[str, str]]:
+    """Vectors of the images that worked (in input order), their positions, and the failures."""
+    chunks: list[np.ndarray] = []
+    done: list[int] = []
+    failed: dict[str, str] = {}
+    feed = embed_feed.batches(files, stage, batch_size, workers=workers, skip_failed=skip)
+    with contextlib.closing(feed):  # a model error stops the workers now, not at garbage collection
+        for batch in feed:
+            for i, exc in batch.failed:
+                failed[str(files[i])] = f"{exc.kind}: {exc.message}"
+            if batch.indices:
+                chunks.append(embed(batch.data))
+                done += batch.indices
+    return (np.concatenate(chunks, axis=0) if chunks else np.empty((0, 0))), done, failed
 
 
 def embed_images(
@@ -129,16 +181,26 @@ def embed_images(
     batch_size: int = 32,
     offline: bool = False,
     model_path: PathLike | None = None,
+    on_error: str = "raise",
+    decode: str = "auto",
+    workers: int | None = None,
 ) -> EmbeddingResult:
     """Embed image files with ``model``; see the module docstring for strategies.
 
     ``offline`` (or HF_HUB_OFFLINE=1) never touches the network: weights must be in the Hugging
-    Face cache or at ``model_path``. Raises InvalidInputError (unknown model/strategy/device,
-    missing file), ModelWeightsNotFoundError, CorruptMediaError (an image that does not decode,
-    named), ToolFailedError (torch/transformers not installed for a transformer model).
+    Face cache or at ``model_path``. ``on_error="skip"`` leaves images that do not decode out
+    (listed in ``failed``) instead of raising; ``decode`` ``auto``/``cpu``/``gpu`` says where
+    JPEGs are decoded (GPU: CUDA + torchvision only); ``workers`` threads prepare images
+    (default: the usable cores). ``seconds`` and ``images_per_second`` cover the whole
+    embedding, decode and preprocessing included, not the model load. Raises
+    InvalidInputError (unknown model/strategy/device, missing file), ModelWeightsNotFoundError,
+    CorruptMediaError (an image that does not decode, named), ToolFailedError
+    (torch/transformers not installed for a transformer model).
     """
     _check_common(strategy, batch_size)
     check_device(device)
+    if on_error not in ON_ERROR or decode not in DECODES:
+        raise InvalidInputError(f"on_error must be one of {ON_ERROR}, decode one of {DECODES}")
     if isinstance(images, str | os.PathLike):
         images = [images]
     if not images:
@@ -148,24 +210,22 @@ def embed_images(
     offline = offline or env_offline()
 
     t0 = time.perf_counter()
+    stage: embed_feed.Stage
+    embed: Callable[[Any], np.ndarray]
     if spec.family == "descriptor":
         run_dev, dtype, dimension = "cpu", "float32", descriptor.DIMENSION
         notes = [f"{descriptor.NAME} is a colour-layout descriptor (no weights), not CLIP"]
-
-        def run(batch: list[PathLike]) -> np.ndarray:
-            return np.stack([descriptor.describe_file(p) for p in batch])
-
+        stage, embed = embed_feed.DescriptorStage(), _as_vectors
     else:
         run_dev, dtype = resolve_device(device)
         loaded = load_model(spec, run_dev, dtype, offline)
-        dimension, notes = loaded.dimension, []
-
-        def run(batch: list[PathLike]) -> np.ndarray:
-            return loaded.embed_rgb([descriptor.read_image_rgb(p) for p in batch])
+        stage, note = _model_stage(loaded, decode)
+        dimension, notes, embed = loaded.dimension, [note], loaded.embed_pixels
 
     t1 = time.perf_counter()
-    vectors = _batched(files, batch_size, run)
-    if strategy == "keyframe_multi_avg":
+    vectors, done, failed = _run_feed(files, stage, embed, batch_size, workers, on_error == "skip")
+    vectors = vectors.reshape(len(done), dimension)
+    if strategy == "keyframe_multi_avg" and done:
         vectors = _unit(vectors.mean(axis=0))[None, :]
     seconds = time.perf_counter() - t1
     return EmbeddingResult(
@@ -176,13 +236,14 @@ def embed_images(
         device=run_dev,
         dtype=dtype,
         batch_size=batch_size,
-        images=[str(p) for p in files],
+        images=[str(files[i]) for i in done],
         vectors=vectors.astype(np.float32).tolist(),
         load_seconds=round(t1 - t0, 4),
         seconds=round(seconds, 4),
-        images_per_second=round(len(files) / seconds, 2) if seconds > 0 else 0.0,
+        images_per_second=round(len(done) / seconds, 2) if seconds > 0 else 0.0,
         weights=spec.source,
         notes=notes,
+        failed=failed,
     )
 
 

@@ -1,4 +1,4 @@
-"""Hard-cut scene detection over one streamed decode.
+"""Scene detection over one streamed decode: hard cuts, plus gradual transitions and flashes.
 
 Three detectors share one interface (``FrameScorer``: chunk of frames in, one score per
 frame out, state carried across chunks) and one cut-selection step:
@@ -13,11 +13,17 @@ frame out, state carried across chunks) and one cut-selection step:
 
 Frame *i*'s score compares frame *i - 1* with frame *i*, so a cut at *i* means a new scene
 starts at frame *i* (``cut_frames`` lists those first frames).
+
+``adaptive`` and ``content`` also score every frame for gradual transitions in the same pass
+(``transitions.py``: fades through black or white, dissolves, wipes get one cut in their
+middle; flash frames inside a shot get none); what becomes of short scenes and of transition
+frames is ``scene_policy.py``'s.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
@@ -39,6 +45,17 @@ from heaters_media.frames import (
 from heaters_media.probe import ProbeResult, packet_index, probe
 from heaters_media.progress import ProgressFn
 from heaters_media.results import Result
+from heaters_media.scene_policy import SHORT_POLICIES, plan_scenes
+from heaters_media.transitions import (
+    HISTORY,
+    Boundary,
+    SegmentThumbs,
+    TransitionScorer,
+    find_boundaries,
+    keep_ends,
+    recompute_head,
+    thumbnails,
+)
 
 DEFAULT_THRESHOLDS = {"adaptive": 3.0, "content": 27.0, "histogram": 0.6}
 DEFAULT_ANALYSIS_WIDTH = 160
@@ -169,6 +186,11 @@ class Scene:
     end_frame: int  # exclusive
     start_time: float
     end_time: float
+    #: Shorter than ``min_scene_len`` (kept as its own scene: see ``scene_policy``).
+    short: bool = False
+    #: Frames [start, end) of the gradual transition (fade, dissolve, wipe) that leads into
+    #: this scene; None after a hard cut and for the first scene.
+    transition_before: tuple[int, int] | None = None
 
 
 @dataclass
@@ -199,6 +221,22 @@ class _SegmentScores:
     first: np.ndarray | None
     last: np.ndarray | None
     frames: int
+    rows: np.ndarray | None = None  # TransitionScorer rows (gradual detection only)
+    ends: SegmentThumbs | None = None
+
+
+def _fix_segment_heads(results: list[_SegmentScores]) -> None:
+    """Recompute each later segment's first transition rows from the thumbnails before it, so
+    the rows equal one sequential pass (they look up to ``HISTORY`` frames back)."""
+    history: np.ndarray | None = None
+    for r in results:
+        if r.rows is None or r.ends is None:
+            return
+        if history is not None:
+            head = recompute_head(history, r.ends.head)
+            r.rows[: len(head)] = head
+        tail = r.ends.tail
+        history = tail if history is None else np.concatenate([history, tail])[-HISTORY:]
 
 
 def _score_segments(
@@ -210,11 +248,13 @@ def _score_segments(
     cpus: int,
     progress: ProgressFn | None,
     total: int,
-) -> tuple[np.ndarray, int] | None:
+    gradual: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, int] | None:
     """Score every frame, decoding the segments side by side (one ffmpeg each).
 
     Each segment is scored on its own; the score of a segment's first frame is then recomputed
-    against the previous segment's last frame, so the result equals one sequential pass.
+    against the previous segment's last frame (and its first transition rows against the
+    previous segments' last thumbnails), so the result equals one sequential pass.
     Returns None if a segment (of several) did not yield exactly its frames.
     """
     lock = threading.Lock()
@@ -223,7 +263,10 @@ def _score_segments(
 
     def run(seg: Segment) -> _SegmentScores:
         scorer = _scorer(detector)
+        transitions = TransitionScorer() if gradual else None
         parts: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        ends: SegmentThumbs | None = None
         first = last = None
         n = 0
         limit = seg.end - seg.start if len(segments) > 1 and seg.seek is None else None
@@ -239,13 +282,18 @@ def _score_segments(
                 first = chunk[0].copy()
             last = chunk[-1]
             parts.append(scorer.score(chunk))
+            if transitions is not None:
+                colour = thumbnails(chunk)
+                rows.append(transitions.score_thumbnails(colour))
+                ends = keep_ends(ends, colour)
             n += len(chunk)
             if progress:
                 with lock:
                     done[0] += len(chunk)
                     progress(min(done[0] / max(total, 1), 1.0), f"{done[0]} frames")
         scores = np.concatenate(parts) if parts else np.zeros(0)
-        return _SegmentScores(scores, first, None if last is None else last.copy(), n)
+        kept = np.concatenate(rows) if rows else None
+        return _SegmentScores(scores, first, None if last is None else last.copy(), n, kept, ends)
 
     if len(segments) == 1:
         results = [run(segments[0])]
@@ -257,7 +305,10 @@ def _score_segments(
         for prev, cur in itertools.pairwise(results):
             assert prev.last is not None and cur.first is not None
             cur.scores[0] = _scorer(detector).score(np.stack([prev.last, cur.first]))[1]
-    return np.concatenate([r.scores for r in results]), sum(r.frames for r in results)
+        _fix_segment_heads(results)
+    parts = [r.rows for r in results if r.rows is not None]
+    rows = np.concatenate(parts) if gradual and len(parts) == len(results) else None
+    return np.concatenate([r.scores for r in results]), rows, sum(r.frames for r in results)
 
 
 def decode_segments(
@@ -276,6 +327,56 @@ def decode_segments(
     return info, segments
 
 
+#: Where each detector's threshold means something: the adaptive ratio and the content
+#: difference are positive scores (content at most 255), the histogram correlation is at most 1.
+THRESHOLD_RANGES = {"adaptive": (0.0, math.inf), "content": (0.0, 255.0), "histogram": (0.0, 1.0)}
+
+
+def check_parameters(
+    detector: str,
+    threshold: float | None,
+    min_scene_len: float,
+    analysis_width: int | None,
+    workers: int | None,
+) -> tuple[float, int]:
+    """The threshold and analysis width to use, or InvalidInputError for a meaningless request.
+
+    Why strict: a NaN threshold compares false with every score (no cut, silently), and a
+    zero read as "the default" hides a typo. Only ``None`` means "the default"; 0, negative,
+    NaN and infinite values are refused wherever they cannot mean anything.
+    """
+    if detector not in DEFAULT_THRESHOLDS:
+        raise InvalidInputError(
+            f"unknown detector {detector!r}; choose one of {', '.join(DEFAULT_THRESHOLDS)}"
+            ", transnetv2"
+        )
+    if not _finite(min_scene_len) or min_scene_len < 0:
+        raise InvalidInputError(
+            f"min_scene_len must be a finite number of seconds >= 0, got {min_scene_len!r}"
+        )
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS[detector]
+    low, high = THRESHOLD_RANGES.get(detector, (0.0, math.inf))
+    if not _finite(threshold) or not low < float(threshold) <= high:
+        bound = f"<= {high:g}" if math.isfinite(high) else "finite"
+        raise InvalidInputError(
+            f"{detector} threshold must be > {low:g} and {bound}, got {threshold!r}"
+        )
+    width = DEFAULT_ANALYSIS_WIDTH if analysis_width is None else analysis_width
+    if isinstance(width, bool) or not isinstance(width, int) or width < 16:
+        raise InvalidInputError(f"analysis_width must be an integer >= 16 pixels, got {width!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
+    return float(threshold), width
+
+
+def _finite(value: object) -> bool:
+    """A real number that is neither NaN nor infinite (bools are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def detect_scenes(
     path: str | os.PathLike[str],
     *,
@@ -286,19 +387,36 @@ def detect_scenes(
     fast_decode: bool = True,
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    gradual: bool = True,
+    short_policy: str | None = None,
+    trim_transitions: bool = False,
 ) -> SceneDetectionResult:
-    """Detect hard cuts in ``path`` with one streamed decode; see the module doc for detectors."""
-    if detector not in DEFAULT_THRESHOLDS:
-        raise InvalidInputError(
-            f"unknown detector {detector!r}; choose one of {', '.join(DEFAULT_THRESHOLDS)}"
-        )
-    if min_scene_len < 0:
-        raise InvalidInputError("min_scene_len must be >= 0 seconds")
-    threshold = DEFAULT_THRESHOLDS[detector] if threshold is None else float(threshold)
-    width = analysis_width or DEFAULT_ANALYSIS_WIDTH
-    if width < 16:
-        raise InvalidInputError("analysis_width must be at least 16 pixels")
+    """Detect scene boundaries in ``path`` with one streamed decode (see the module doc).
 
+    ``gradual`` (``adaptive`` and ``content``): also find fades, dissolves and wipes and leave
+    flash frames alone (``heaters_media.transitions``); False gives the hard cuts alone, as
+    before. ``short_policy`` ("keep", "merge", "drop"; None: "keep", but "merge" for
+    ``histogram``, whose false cuts in fast motion only the minimum length hides) and
+    ``trim_transitions``: see ``heaters_media.scene_policy``.
+    """
+    if detector == "transnetv2":  # the ml extra's network (heaters_media.transnet)
+        from heaters_media.transnet import scenes_by_policy
+
+        return scenes_by_policy(
+            path,
+            threshold=threshold,
+            min_scene_len=min_scene_len,
+            short_policy=short_policy,
+            progress=progress,
+        )
+    threshold, width = check_parameters(detector, threshold, min_scene_len, analysis_width, workers)
+    if short_policy is None:
+        short_policy = "merge" if detector == "histogram" else "keep"
+    if short_policy not in SHORT_POLICIES:
+        raise InvalidInputError(
+            f"short_policy must be one of {', '.join(SHORT_POLICIES)}, got {short_policy!r}"
+        )
+    gradual = gradual and detector != "histogram"
     parallel = workers if workers is not None else min(os.cpu_count() or 1, 8)
     # The parallel path reads every packet anyway (key-frame index), so the probe need not
     # count them too: one demux pass less. Fewer packets than the container declares sends
@@ -308,40 +426,68 @@ def detect_scenes(
     started = time.perf_counter()
     info, segments = decode_segments(path, info, parallel)
     geometry = analysis_geometry(info.width, info.height, width)
+    args = (path, geometry, detector)
+    total = info.frame_count
     scored = _score_segments(
-        path, geometry, detector, segments, fast_decode, parallel, progress, info.frame_count
+        *args, segments, fast_decode, parallel, progress, total, gradual=gradual
     )
     if scored is None:  # a segment did not decode to its expected frames: play it safe
         segments = [Segment(0, info.frame_count, None)]
-        scored = _score_segments(
-            path, geometry, detector, segments, fast_decode, 1, progress, info.frame_count
-        )
+        scored = _score_segments(*args, segments, fast_decode, 1, progress, total, gradual=gradual)
     assert scored is not None
-    scores, done = scored
+    scores, rows, done = scored
     if done == 0:
         raise CorruptMediaError(f"no decodable video frames in {os.fspath(path)}")
     candidates, strength = candidate_cuts(detector, scores, threshold)
+    flashes: list[tuple[int, int]] = []
+    if rows is not None:
+        boundaries, flashes = find_boundaries(rows, candidates)
+    else:
+        boundaries = [Boundary(c, c, c, "cut") for c in candidates.tolist()]
     min_frames = max(1, round(min_scene_len * info.fps))
-    cuts = enforce_min_length(candidates, min_frames)
+    if short_policy == "merge":
+        kept = set(enforce_min_length(np.array([b.cut for b in boundaries]), min_frames))
+        boundaries = [b for b in boundaries if b.cut in kept]
+    spans, boundaries, dropped = plan_scenes(
+        boundaries, done, min_frames, short_policy, trim_transitions
+    )
+    fps = info.fps
+    scenes = [
+        Scene(s.start, s.end, round(s.start / fps, 6), round(s.end / fps, 6), s.short)
+        for s in spans
+    ]
+    for scene, span in zip(scenes, spans, strict=True):
+        scene.transition_before = span.transition_before
     seconds = time.perf_counter() - started
+    metadata: dict[str, Any] = {
+        "detector": detector,
+        "threshold": threshold,
+        "min_scene_len": min_scene_len,
+        "min_scene_frames": min_frames,
+        "analysis_width": geometry.width,
+        "analysis_height": geometry.height,
+        "fast_decode": fast_decode,
+        "decode_segments": len(segments),
+        "fps": info.fps,
+        "frames_analysed": done,
+        "frames_declared": info.frame_count,
+        "seconds": round(seconds, 4),
+        "frames_per_second": round(done / seconds, 1) if seconds > 0 else None,
+        "cut_strengths": [round(float(strength[b.cut]), 3) for b in boundaries],
+        "gradual": gradual,
+        "short_policy": short_policy,
+        "trim_transitions": trim_transitions,
+        "transitions": [
+            {"cut": b.cut, "start": b.start, "end": b.end, "kind": b.kind} for b in boundaries
+        ],
+        "flashes": [list(f) for f in flashes],
+        "short_scenes": sum(s.short for s in scenes),
+    }
+    if short_policy == "drop":
+        metadata["dropped_scenes"] = [[s.start, s.end] for s in dropped]
     return SceneDetectionResult(
         path=os.fspath(path),
-        scenes=scenes_from_cuts(cuts, done, info.fps),
-        cut_frames=cuts,
-        metadata={
-            "detector": detector,
-            "threshold": threshold,
-            "min_scene_len": min_scene_len,
-            "min_scene_frames": min_frames,
-            "analysis_width": geometry.width,
-            "analysis_height": geometry.height,
-            "fast_decode": fast_decode,
-            "decode_segments": len(segments),
-            "fps": info.fps,
-            "frames_analysed": done,
-            "frames_declared": info.frame_count,
-            "seconds": round(seconds, 4),
-            "frames_per_second": round(done / seconds, 1) if seconds > 0 else None,
-            "cut_strengths": [round(float(strength[c]), 3) for c in cuts],
-        },
+        scenes=scenes,
+        cut_frames=[s.start_frame for s in scenes if s.start_frame > 0],
+        metadata=metadata,
     )

@@ -29,6 +29,8 @@ TABLES = (
     "clips",
     "source_videos",
     "leases",
+    "review_claims",
+    "reviewers",
 )
 
 

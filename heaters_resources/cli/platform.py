@@ -107,7 +107,7 @@ def status(
                 SourceVideo.error,
             ).order_by(SourceVideo.id)
         ).all()
-        per_video = _per_video_counts(s)
+        per_video, shorts = _per_video_counts(s)
         clips = (
             list(
                 s.scalars(
@@ -130,12 +130,20 @@ def status(
                             "source": v.source,
                             "error": v.error,
                             "clips": per_video.get(v.id, {}),
+                            "short_clips": shorts.get(v.id, 0),
                         }
                         for v in videos
                     ],
                     "clips_by_state": clip_counts,
+                    "short_clips": sum(shorts.values()),
                     "clips": [
-                        {"id": c.id, "identifier": c.identifier, "state": c.state, "error": c.error}
+                        {
+                            "id": c.id,
+                            "identifier": c.identifier,
+                            "state": c.state,
+                            "short": c.short,
+                            "error": c.error,
+                        }
                         for c in clips
                     ],
                 }
@@ -147,11 +155,14 @@ def status(
         table.add_column(col)
     for v in videos:
         counts = ", ".join(f"{k} {n}" for k, n in sorted(per_video.get(v.id, {}).items()))
+        if shorts.get(v.id):
+            counts += f" ({shorts[v.id]} short, not in review)"
         table.add_row(str(v.id), v.state, (v.title or v.source)[:50], counts, (v.error or "")[:60])
     console.print(table)
     console.print(
         "clips by state: "
         + (", ".join(f"{k} {n}" for k, n in sorted(clip_counts.items())) or "none")
+        + (f"; {sum(shorts.values())} short clip(s) kept out of review" if shorts else "")
     )
     if clips:
         ct = Table(title=f"clips of video {video}")
@@ -161,7 +172,7 @@ def status(
             ct.add_row(
                 str(c.id),
                 c.identifier,
-                c.state,
+                c.state + (" (short)" if c.short else ""),
                 f"{c.start_time:.2f}",
                 f"{c.end_time:.2f}",
                 (c.error or "")[:60],
@@ -169,8 +180,8 @@ def status(
         console.print(ct)
 
 
-def _per_video_counts(session: Session) -> dict[int, dict[str, int]]:
-    """Clips per video and state, in one pass over `clips`.
+def _per_video_counts(session: Session) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
+    """Clips per video and state, and live short clips per video, in one pass over `clips`.
 
     Counting needs every row whatever the plan: there is no index on `state` (migration 0002:
     state transitions stay HOT updates), so this is a sequential scan with a hash aggregate,
@@ -178,13 +189,19 @@ def _per_video_counts(session: Session) -> dict[int, dict[str, int]]:
     `_state_totals` instead of a second scan.
     """
     out: dict[int, dict[str, int]] = {}
-    for vid, state, n in session.execute(
-        select(Clip.source_video_id, Clip.state, func.count()).group_by(
-            Clip.source_video_id, Clip.state
-        )
+    shorts: dict[int, int] = {}
+    for vid, state, n, short in session.execute(
+        select(
+            Clip.source_video_id,
+            Clip.state,
+            func.count(),
+            func.count().filter(Clip.short, Clip.superseded_at.is_(None)),
+        ).group_by(Clip.source_video_id, Clip.state)
     ):
         out.setdefault(vid, {})[state] = n
-    return out
+        if short:  # live clips of short shots, kept out of the review queue
+            shorts[vid] = shorts.get(vid, 0) + short
+    return out, shorts
 
 
 def _state_totals(per_video: dict[int, dict[str, int]]) -> dict[str, int]:

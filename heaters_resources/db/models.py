@@ -14,12 +14,14 @@ from typing import Any
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     ForeignKey,
     Integer,
     String,
     Text,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -122,6 +124,9 @@ class Clip(TimestampMixin, Base):
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_id: Mapped[int | None] = mapped_column(BigInteger)
+    # A shot shorter than the minimum scene length (migration 0006): kept out of the review
+    # queue by default.
+    short: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     source_video: Mapped[SourceVideo] = relationship(back_populates="clips")
 
@@ -165,6 +170,35 @@ class ReviewEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     undoes_event_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Reviewer(Base):
+    """A named reviewer (migration 0007): `review_events.actor` is the name; the browser keeps
+    `key` in a long-lived cookie, so the identity (and its undo) outlives browser sessions."""
+
+    __tablename__ = "reviewers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ReviewClaim(Base):
+    """A clip shown to one browser session until `expires_at` (migration 0007): other sessions
+    are shown other clips meanwhile. Soft: actions never depend on it."""
+
+    __tablename__ = "review_claims"
+
+    clip_id: Mapped[int] = mapped_column(
+        ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True
+    )
+    holder: Mapped[str] = mapped_column(String(64), index=True)
+    reviewer: Mapped[str] = mapped_column(String(200), server_default="")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class PendingObjectDeletion(Base):

@@ -1,5 +1,6 @@
 """Write side of the review app: one review action = one `states` call (which writes the
-`review_events` row and the transition in one transaction), plus soft queue claims.
+`review_events` row(s) and the transition in one transaction); a batch of the grid page is one
+`states.review_many` call and is undone as one.
 
 Errors become an `ActionOutcome` with a message a reviewer can act on; nothing here retries,
 so an action is applied at most once. The page sends the clip's `version` it showed, and the
@@ -8,9 +9,8 @@ state layer refuses the action if the clip changed meanwhile (`states.StaleActio
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from heaters_resources import states
 from heaters_resources.db.engine import Database
@@ -22,12 +22,14 @@ from heaters_resources.errors import (
     NotFoundError,
 )
 from heaters_resources.review import queries
+from heaters_resources.states.review_batch import BATCH_ACTIONS
 
-ACTIONS = ("approve", "skip", "archive", "merge", "split")
+ACTIONS = ("approve", "skip", "archive", "reopen", "merge", "split")
 DONE_MESSAGES = {
     "approve": "Approved.",
     "skip": "Skipped.",
     "archive": "Archived (undo possible until the archive job deletes its files).",
+    "reopen": "Reopened: the clip is back in the review queue.",
     "merge": "Merge requested: a Dagster run will join the two clips.",
     "split": "Split requested: a Dagster run will cut the clip.",
 }
@@ -48,10 +50,24 @@ class ActionOutcome:
         )
 
 
+@dataclass(frozen=True)
+class BatchOutcome(ActionOutcome):
+    done: list[int] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
 def perform(
-    db: Database, action: str, clip_id: int, *, version: str, actor: str, frame: int | None = None
+    db: Database,
+    action: str,
+    clip_id: int,
+    *,
+    version: str,
+    actor: str,
+    frame: int | None = None,
+    previous: tuple[int, str] | None = None,
 ) -> ActionOutcome:
-    """Apply one review action to `clip_id` if it is still at `version`."""
+    """Apply one review action to `clip_id` if it is still at `version` (a merge: and its
+    neighbour, when `previous` says which one the reviewer was shown, at that version)."""
     if action not in ACTIONS:
         return ActionOutcome(False, f"unknown action {action!r}", "invalid")
     if not version:
@@ -65,8 +81,12 @@ def perform(
             eid = states.skip_clip(db, clip_id, actor, expected_version=version)
         elif action == "archive":
             eid = states.archive_clip(db, clip_id, actor, expected_version=version)
+        elif action == "reopen":
+            eid = states.reopen_clip(db, clip_id, actor, expected_version=version)
         elif action == "merge":
-            eid = states.request_merge(db, clip_id, actor, expected_version=version)
+            eid = states.request_merge(
+                db, clip_id, actor, expected_version=version, expected_previous=previous
+            )
         else:
             if frame is None:
                 return ActionOutcome(False, "split needs a frame", "invalid")
@@ -76,13 +96,38 @@ def perform(
     return ActionOutcome(True, DONE_MESSAGES[action], event_id=eid, clip_id=clip_id)
 
 
+def perform_batch(
+    db: Database, action: str, items: Sequence[tuple[int, str]], *, actor: str
+) -> BatchOutcome:
+    """One action on many (clip id, version) pairs; clips that changed meanwhile are left out
+    and named in the message."""
+    if action not in BATCH_ACTIONS:
+        return BatchOutcome(False, f"unknown batch action {action!r}", "invalid")
+    try:
+        result = states.review_many(db, action, items, actor)
+    except HeatersStateError as exc:
+        refused = _refused(exc, 0)
+        return BatchOutcome(False, refused.message, refused.kind)
+    done = sorted(result.events)
+    verb = DONE_MESSAGES[action].split(" ")[0].rstrip(".:")
+    text = f"{verb} {len(done)} clip{'s' if len(done) != 1 else ''}."
+    if result.refused:
+        first = next(iter(result.refused.items()))
+        text += f" {len(result.refused)} refused (clip {first[0]} {first[1]}); reload."
+    kind = "ok" if done else "stale"
+    return BatchOutcome(bool(done), text, kind, done=done, refused=result.refused)
+
+
 def undo_last(db: Database, actor: str) -> ActionOutcome:
-    """Undo this reviewer's newest action, unless someone acted on the clip since or the
-    archive job already deleted its files (then say so)."""
+    """Undo this reviewer's newest action (all of it, for a batch), unless someone acted on
+    the clip since or the archive job already deleted its files (then say so)."""
     latest = queries.latest_undoable_event(db, actor)
     if latest is None:
         return ActionOutcome(False, "Nothing to undo.", "invalid")
     event_id, clip_ids = latest
+    batch = queries.event_batch(db, event_id)
+    if batch is not None:
+        return _undo_batch(db, actor, batch, event_id)
     clip_id = clip_ids[-1]
     newest, newest_action, version = queries.latest_event_on_clip(db, clip_id)
     if newest != event_id and newest_action != "purge":
@@ -98,9 +143,22 @@ def undo_last(db: Database, actor: str) -> ActionOutcome:
         return ActionOutcome(False, "Cannot undo: " + _undo_reason(exc), "invalid", clip_id=clip_id)
     except HeatersStateError as exc:
         return _refused(exc, clip_id)
-    return ActionOutcome(
-        True, "Undone: the clip is back in the queue.", event_id=eid, clip_id=clip_id
-    )
+    back = "skipped again" if newest_action == "reopen" else "back in the queue"
+    return ActionOutcome(True, f"Undone: the clip is {back}.", event_id=eid, clip_id=clip_id)
+
+
+def _undo_batch(db: Database, actor: str, batch: int, event_id: int) -> ActionOutcome:
+    try:
+        clip_ids = states.undo_batch(db, actor, batch, event_id)
+    except InvalidTransitionError as exc:
+        why = f"clip {exc.entity_id}: {_undo_reason(exc)}" if exc.entity_id else _undo_reason(exc)
+        return ActionOutcome(False, "Cannot undo the batch: " + why, "invalid")
+    except states.StaleActionError as exc:
+        return ActionOutcome(False, f"Cannot undo the batch: {exc}.", "stale")
+    except HeatersStateError as exc:
+        return _refused(exc, 0)
+    n = len(clip_ids)
+    return ActionOutcome(True, f"Undone: {n} clip{'s are' if n != 1 else ' is'} back in the queue.")
 
 
 def _undo_reason(exc: InvalidTransitionError) -> str:
@@ -133,45 +191,3 @@ def _refused(exc: HeatersStateError, clip_id: int) -> ActionOutcome:
     else:
         kind, text = "invalid", f"Refused: {exc}"
     return ActionOutcome(False, text, kind, clip_id=clip_id)
-
-
-class Claims:
-    """Soft, in-process claims so two reviewers are shown different clips.
-
-    They only steer the queue; correctness does not depend on them (the version check in the
-    state layer refuses a second action on a clip whatever the claims say).
-    """
-
-    def __init__(self, ttl_seconds: float = 300.0) -> None:
-        self.ttl = ttl_seconds
-        self._by_clip: dict[int, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def _expire(self, now: float) -> None:
-        for cid in [c for c, (_, until) in self._by_clip.items() if until < now]:
-            del self._by_clip[cid]
-
-    def pick(self, candidates: list[int], sid: str) -> int | None:
-        """The caller's own claimed clip if still a candidate, else the first unclaimed one."""
-        now = time.monotonic()
-        with self._lock:
-            self._expire(now)
-            mine = [c for c in candidates if self._by_clip.get(c, ("",))[0] == sid]
-            free = [c for c in candidates if c not in self._by_clip]
-            chosen = next(iter(mine or free), None)
-            if chosen is not None:
-                for cid in [c for c, (owner, _) in self._by_clip.items() if owner == sid]:
-                    del self._by_clip[cid]
-                self._by_clip[chosen] = (sid, now + self.ttl)
-            return chosen
-
-    def holder(self, clip_id: int) -> str | None:
-        with self._lock:
-            self._expire(time.monotonic())
-            entry = self._by_clip.get(clip_id)
-            return entry[0] if entry else None
-
-    def release(self, clip_id: int, sid: str) -> None:
-        with self._lock:
-            if self._by_clip.get(clip_id, ("",))[0] == sid:
-                del self._by_clip[clip_id]

@@ -6,13 +6,20 @@ Routes:
 
     GET  /                         the queue: one pending clip (or ?clip=ID), actions, progress
     GET  /progress                 the progress panel alone (HTML fragment the page polls)
-    POST /api/clips/{id}/{action}  approve | skip | archive | merge | split  (JSON or form)
-    POST /api/undo                 undo this reviewer's last action
+    GET  /queue, /api/clips        every clip, filtered, keyset pages (HTML / JSON; `pages.py`)
+    GET  /grid                     many pending clips at once, for batch actions
+    GET  /merge?clip=ID            the clip and the one before it side by side, to confirm
+    POST /api/clips/{id}/{action}  approve | skip | archive | reopen | merge | split
+    POST /api/batch/{action}       approve | skip | archive many clips (one undo)
+    POST /api/reviewer             choose the reviewer name this browser acts as
+    POST /api/undo                 undo this reviewer's last action (a whole batch)
     GET  /media/clip/{id}          the clip file (Range requests) / presigned redirect on S3
     GET  /media/artifact/{id}      a keyframe or sprite sheet
     GET  /healthz                  liveness
 
 Database work runs in Starlette's thread pool so a slow query never stalls video streaming.
+Notices travel in a one-shot cookie (`flash.py`), never in the URL; who acts is a named
+reviewer in the database (`reviewers.py`); queue claims are rows with an expiry (`claims.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import jinja2
 from starlette.applications import Starlette
@@ -36,7 +43,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from heaters_resources.db.engine import Database
-from heaters_resources.review import actions, queries
+from heaters_resources.review import actions, flash, pages, queries, reviewers
+from heaters_resources.review.claims import Claims
 from heaters_resources.review.headers import (
     SecurityHeaders,
     content_security_policy,
@@ -122,24 +130,60 @@ class ReviewApp:
         self, db: Database, store: ObjectStore, config: ReviewConfig, runs: RunLookup | None
     ) -> None:
         self.db, self.store, self.config, self.runs = db, store, config, runs
-        self.claims = actions.Claims(config.claim_seconds)
+        self.claims = Claims(db, config.claim_seconds)
+        self.signer = Signer(config.secret)
         self.env = _templates()
 
     # ------------------------------------------------------------------ helpers
 
-    def actor(self, session: ReviewSession) -> str:
+    def default_reviewer(self, session: ReviewSession) -> str:
+        """The name of a browser that chose none (see `reviewers`)."""
+        if self.config.token is None:
+            return self.config.reviewer
         return f"{self.config.reviewer}@web-{session.short}"
 
-    def render(self, name: str, **context: Any) -> HTMLResponse:
+    async def identity(self, request: Request) -> reviewers.Identity:
+        key = request.cookies.get(reviewers.COOKIE)
+        name = await run_in_threadpool(reviewers.find, self.db, key)
+        if name is not None:
+            return reviewers.Identity(name, key)
+        return reviewers.Identity(self.default_reviewer(request.state.review_session), None)
+
+    async def remember(self, who: reviewers.Identity, ok: bool) -> list[str]:
+        """The cookie that binds a browser to its default reviewer after its first action
+        that went through (so it outlives the browser session); none when already bound."""
+        if who.key is not None or not ok:
+            return []
+        key = await run_in_threadpool(reviewers.bind, self.db, who.name)
+        return [reviewers.cookie(key)]
+
+    async def render(self, request: Request, name: str, **context: Any) -> HTMLResponse:
+        """A page with the context every page shows; it takes the one-shot notice (and clears
+        its cookie), unless the handler gave one."""
+        session: ReviewSession = request.state.review_session
+        taken = flash.read(self.signer, request.cookies.get(flash.COOKIE))
+        if taken and not context.get("notice"):
+            context["notice"], context["notice_error"] = taken
+        context.setdefault("notice", "")
+        context.setdefault("notice_error", False)
+        who = await self.identity(request)
+        context.setdefault("reviewer", who.name)
+        context.setdefault("reviewer_named", who.key is not None)
+        context.setdefault("csrf", session.csrf)
+        if "pending" not in context:
+            context["pending"] = await run_in_threadpool(queries.pending_count, self.db)
         html = self.env.get_template(name).render(**context)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        if flash.COOKIE in request.cookies:
+            response.headers.append("set-cookie", flash.clear_cookie())
+        return response
 
     # ------------------------------------------------------------------ pages
 
     async def queue(self, request: Request) -> StarletteResponse:
         session: ReviewSession = request.state.review_session
         requested = request.query_params.get("clip")
-        notice = request.query_params.get("notice", "")[:300]
+        notice = ""
         clip_id: int | None = None
         status = 200
         if requested:
@@ -148,9 +192,11 @@ class ReviewApp:
                 return PlainTextResponse(
                     "?clip= must be a clip id (a positive whole number).", status_code=400
                 )
-        else:
+        who = await self.identity(request)
+        if not requested:
             pending = await run_in_threadpool(queries.pending_clip_ids, self.db)
-            clip_id = self.claims.pick(pending, session.sid)
+            picked = await run_in_threadpool(self.claims.pick, pending, session.sid, who.name)
+            clip_id = picked[0] if picked else None
         clip = await run_in_threadpool(queries.clip_view, self.db, clip_id) if clip_id else None
         if requested and clip is None:
             notice, status = notice or f"Clip {clip_id} does not exist.", 404
@@ -159,30 +205,29 @@ class ReviewApp:
             if clip
             else []
         )
-        holder = self.claims.holder(clip.id) if clip else None
+        holder = await run_in_threadpool(self.claims.holder, clip.id) if clip else None
         context = {
+            "page": "review",
             "clip": clip,
             "similar": similar,
             "notice": notice,
-            "csrf": session.csrf,
-            "reviewer": self.actor(session),
-            "pending": await run_in_threadpool(queries.pending_count, self.db),
-            "events": await self._events(session),
+            "notice_error": bool(notice),
+            "events": await self._events(who.name),
             "shared": holder is not None and holder != session.sid,
+            "elsewhere": await run_in_threadpool(self.claims.held_by_others, session.sid),
             "poll_ms": self.config.poll_ms,
         }
-        response = self.render("queue.html", **context)
+        response = await self.render(request, "queue.html", **context)
         response.status_code = status
         return response
 
     async def progress(self, request: Request) -> StarletteResponse:
-        events = await self._events(request.state.review_session)
-        return self.render("_progress.html", events=events)
+        events = await self._events((await self.identity(request)).name)
+        html = self.env.get_template("_progress.html").render(events=events)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
-    async def _events(self, session: ReviewSession) -> list[queries.EventView]:
-        return await run_in_threadpool(
-            queries.recent_events, self.db, self.actor(session), 8, self.runs
-        )
+    async def _events(self, actor: str) -> list[queries.EventView]:
+        return await run_in_threadpool(queries.recent_events, self.db, actor, 8, self.runs)
 
     # ------------------------------------------------------------------ actions
 
@@ -199,34 +244,49 @@ class ReviewApp:
             outcome = actions.ActionOutcome(
                 False, f"Refused: clip {clip_id} not found", "not_found"
             )
-            return self._answer(request, outcome, next_url="/")
+            return self.answer(request, outcome, next_url="/")
         if frame_text not in (None, "") and frame is None:
             outcome = actions.ActionOutcome(
                 False, "Refused: frame must be a whole frame number.", "invalid", clip_id=clip_id
             )
-            return self._answer(request, outcome, next_url=f"/?clip={clip_id}")
+            return self.answer(request, outcome, next_url=f"/?clip={clip_id}")
+        previous = _previous(form)
+        if previous == "bad":
+            outcome = actions.ActionOutcome(
+                False, "Refused: previous must name the clip shown beside it.", "invalid"
+            )
+            return self.answer(request, outcome, next_url=f"/?clip={clip_id}")
+        who = await self.identity(request)
         outcome = await run_in_threadpool(
             lambda: actions.perform(
                 self.db,
                 action,
                 clip_id,
                 version=form.get("version", ""),
-                actor=self.actor(session),
+                actor=who.name,
                 frame=frame,
+                previous=previous if isinstance(previous, tuple) else None,
             )
         )
         if outcome.ok:
-            self.claims.release(clip_id, session.sid)
-        return self._answer(request, outcome, next_url="/" if outcome.ok else f"/?clip={clip_id}")
+            await run_in_threadpool(self.claims.release, [clip_id], session.sid)
+        cookies = await self.remember(who, outcome.ok)
+        target = "/" if outcome.ok else f"/?clip={clip_id}"
+        if action == "reopen":
+            target = pages.return_to(form.get("return_to", "")) or target
+        return self.answer(request, outcome, next_url=target, cookies=cookies, form=form)
 
     async def undo(self, request: Request) -> StarletteResponse:
         session: ReviewSession = request.state.review_session
-        _form, error = await self._read_form(request, session)
+        form, error = await self._read_form(request, session)
         if error is not None:
             return error
-        outcome = await run_in_threadpool(actions.undo_last, self.db, self.actor(session))
+        who = await self.identity(request)
+        outcome = await run_in_threadpool(actions.undo_last, self.db, who.name)
+        cookies = await self.remember(who, outcome.ok)
         target = f"/?clip={outcome.clip_id}" if outcome.ok and outcome.clip_id else "/"
-        return self._answer(request, outcome, next_url=target)
+        target = pages.return_to(form.get("return_to", "")) or target
+        return self.answer(request, outcome, next_url=target, cookies=cookies, form=form)
 
     async def _read_form(
         self,
@@ -243,9 +303,11 @@ class ReviewApp:
         try:
             if request.headers.get("content-type", "").startswith("application/json"):
                 data = json.loads(raw or b"{}")
-                form = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+                form = {str(k): _flat(v) for k, v in data.items()} if isinstance(data, dict) else {}
             else:
-                form = dict(parse_qsl(raw.decode("utf-8")))
+                form = {}
+                for k, v in parse_qsl(raw.decode("utf-8")):  # a repeated field: one per line
+                    form[k] = f"{form[k]}\n{v}" if k in form else v
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...
             return {}, PlainTextResponse("malformed request body", status_code=400)
         if not verify_csrf(session, request.headers.get(CSRF_HEADER), form.get(CSRF_FIELD)):
@@ -254,26 +316,41 @@ class ReviewApp:
             )
         return form, None
 
-    @staticmethod
-    def _answer(
-        request: Request, outcome: actions.ActionOutcome, next_url: str
+    def answer(
+        self,
+        request: Request,
+        outcome: actions.ActionOutcome,
+        next_url: str,
+        cookies: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
     ) -> StarletteResponse:
-        if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse(
-                {
-                    "ok": outcome.ok,
-                    "message": outcome.message,
-                    "kind": outcome.kind,
-                    "event_id": outcome.event_id,
-                    "clip_id": outcome.clip_id,
-                    "next": next_url,
-                },
-                status_code=outcome.status_code,
+        """JSON for the script, a 303 to `next_url` for a plain form. The notice goes to the
+        next page in the flash cookie: always for a form, and for the script when it asked
+        (`flash=1`: it is about to load `next`) and the action went through (it shows a
+        refusal itself, on the page it stays on)."""
+        response: StarletteResponse
+        as_json = "application/json" in request.headers.get("accept", "")
+        if as_json:
+            body = {
+                "ok": outcome.ok,
+                "message": outcome.message,
+                "kind": outcome.kind,
+                "event_id": outcome.event_id,
+                "clip_id": outcome.clip_id,
+                "next": next_url,
+                **(extra or {}),
+            }
+            response = JSONResponse(body, status_code=outcome.status_code)
+        else:
+            response = RedirectResponse(next_url, status_code=303)
+        if not as_json or (outcome.ok and (form or {}).get("flash") == "1"):
+            response.headers.append(
+                "set-cookie", flash.set_cookie(self.signer, outcome.message, not outcome.ok)
             )
-        sep = "&" if "?" in next_url else "?"
-        return RedirectResponse(
-            f"{next_url}{sep}{urlencode({'notice': outcome.message})}", status_code=303
-        )
+        for cookie in cookies or []:
+            response.headers.append("set-cookie", cookie)
+        return response
 
     # ------------------------------------------------------------------ media
 
@@ -286,6 +363,26 @@ class ReviewApp:
         if not key:
             return PlainTextResponse("no such object", status_code=404)
         return await run_in_threadpool(object_response, self.store, key)
+
+
+def _flat(value: Any) -> str:
+    """A JSON field as the form's string: a list of strings one per line (as a repeated form
+    field), anything else as `str` (a wrong type then fails the field's own check)."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(value)
+    return str(value)
+
+
+def _previous(form: dict[str, str]) -> tuple[int, str] | str | None:
+    """The merge neighbour the page showed, `previous` (its id) and `previous_version`; None
+    when not sent, "bad" when malformed."""
+    text = form.get("previous")
+    if text in (None, ""):
+        return None
+    pid = parse_bigint(text)
+    if pid is None or pid < 1 or not form.get("previous_version"):
+        return "bad"
+    return pid, form["previous_version"]
 
 
 async def _limited_body(request: Request, limit: int) -> bytes | None:
@@ -316,9 +413,16 @@ def create_app(
     """The ASGI app. `runs` maps a review event id to its Dagster run (see `runs.py`)."""
     config = config or ReviewConfig()
     review = ReviewApp(db, store, config, runs)
+    views = pages.Pages(review)
     routes = [
         Route("/", review.queue),
         Route("/progress", review.progress),
+        Route("/queue", views.clip_list),
+        Route("/api/clips", views.api_clips),
+        Route("/grid", views.grid),
+        Route("/merge", views.merge),
+        Route("/api/batch/{action}", views.batch, methods=["POST"]),
+        Route("/api/reviewer", views.set_reviewer, methods=["POST"]),
         Route("/api/clips/{clip_id:int}/{action}", review.clip_action, methods=["POST"]),
         Route("/api/undo", review.undo, methods=["POST"]),
         Route("/media/clip/{object_id:int}", review.media, methods=["GET", "HEAD"]),

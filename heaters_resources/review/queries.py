@@ -8,9 +8,8 @@ Writes go through `heaters_resources.states` only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, cast, func, literal_column, select
@@ -19,11 +18,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from heaters_resources import states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding, ReviewEvent, SourceVideo
+from heaters_resources.review.history import EventView, NewClip, batched, describe
 from heaters_resources.search import similarity, space
 from heaters_resources.states import review as review_states
 
-UNDOABLE = ("approve", "skip", "archive", "request_merge", "request_split")
-MERGEABLE_PREVIOUS = frozenset({"pending_review", "approved", "skipped"})
+UNDOABLE = ("approve", "skip", "archive", "reopen", "request_merge", "request_split")
+MERGEABLE_PREVIOUS = states.TRANSITIONS[("clip", "merge_into_next")].from_states
 LIVE_STATES = (
     "spliced",
     "keyframing",
@@ -39,6 +39,7 @@ ACTION_LABELS = {
     "approve": "Approved",
     "skip": "Skipped",
     "archive": "Archived",
+    "reopen": "Reopened",
     "request_merge": "Merge",
     "request_split": "Split",
 }
@@ -84,6 +85,7 @@ class ClipView:
     sprite: Sprite | None
     previous_identifier: str | None
     previous_state: str | None
+    previous_id: int | None = None
 
     @property
     def frames(self) -> int:
@@ -97,8 +99,10 @@ class ClipView:
     def merge_reason(self) -> str:
         if self.previous_identifier is None:
             return "first clip of its video: nothing to merge with"
+        if self.previous_state == "embedding":
+            return "the previous clip is being embedded right now: retry in a minute"
         if not self.can_merge:
-            return f"previous clip is {self.previous_state}"
+            return f"the previous clip is {self.previous_state}: it cannot be merged"
         return f"merge with {self.previous_identifier}"
 
 
@@ -112,31 +116,6 @@ class SimilarClip:
     thumb_artifact_id: int | None
 
 
-@dataclass
-class NewClip:
-    id: int
-    identifier: str
-    state: str
-
-
-@dataclass
-class EventView:
-    id: int
-    action: str
-    label: str
-    created_at: datetime
-    identifiers: list[str]
-    status: str  # pending | done | failed | undone
-    text: str
-    new_clips: list[NewClip] = field(default_factory=list)
-    run_status: str | None = None
-    run_id: str | None = None
-
-    @property
-    def pending(self) -> bool:
-        return self.status == "pending"
-
-
 RunLookup = Callable[[int], tuple[str, str] | None]
 
 
@@ -148,7 +127,17 @@ def queue_order() -> list[Any]:
     return [SourceVideo.created_at, SourceVideo.id, Clip.start_frame]
 
 
-def pending_clip_ids(db: Database, limit: int = 50) -> list[int]:
+def _queued(include_short: bool) -> list[Any]:
+    """The queue's filter: pending clips, without the clips of short shots (issue 11: a shot
+    under the minimum scene length is kept as its own clip but not put in front of
+    reviewers) unless asked."""
+    cond: list[Any] = [Clip.state == "pending_review"]
+    if not include_short:
+        cond.append(Clip.short.is_(False))
+    return cond
+
+
+def pending_clip_ids(db: Database, limit: int = 50, *, include_short: bool = False) -> list[int]:
     """The first `limit` pending clips in queue order.
 
     A sequential scan of `clips` with a top-N sort, on purpose: an index that could find pending
@@ -161,17 +150,17 @@ def pending_clip_ids(db: Database, limit: int = 50) -> list[int]:
             s.scalars(
                 select(Clip.id)
                 .join(SourceVideo)
-                .where(Clip.state == "pending_review")
+                .where(*_queued(include_short))
                 .order_by(*queue_order())
                 .limit(limit)
             )
         )
 
 
-def pending_count(db: Database) -> int:
+def pending_count(db: Database, *, include_short: bool = False) -> int:
     """Pending clips; a sequential scan for the reason given in `pending_clip_ids`."""
     with db.session() as s:
-        return int(s.scalar(select(func.count()).where(Clip.state == "pending_review")) or 0)
+        return int(s.scalar(select(func.count()).where(*_queued(include_short))) or 0)
 
 
 def clip_view(db: Database, clip_id: int) -> ClipView | None:
@@ -190,7 +179,7 @@ def clip_view(db: Database, clip_id: int) -> ClipView | None:
             )
         )
         prev = s.execute(
-            select(Clip.identifier, Clip.state)
+            select(Clip.id, Clip.identifier, Clip.state)
             .where(
                 Clip.source_video_id == clip.source_video_id,
                 Clip.end_frame <= clip.start_frame,
@@ -224,6 +213,7 @@ def clip_view(db: Database, clip_id: int) -> ClipView | None:
         sprite=sprite,
         previous_identifier=prev.identifier if prev else None,
         previous_state=prev.state if prev else None,
+        previous_id=prev.id if prev else None,
     )
 
 
@@ -335,6 +325,14 @@ def latest_undoable_event(db: Database, actor: str) -> tuple[int, list[int]] | N
     return (int(row.id), list(row.clip_ids)) if row else None
 
 
+def event_batch(db: Database, event_id: int) -> int | None:
+    """The batch (`payload.batch`) of a review event, None for a single action."""
+    with db.session() as s:
+        payload = s.scalar(select(ReviewEvent.payload).where(ReviewEvent.id == event_id))
+    batch = (payload or {}).get("batch")
+    return int(batch) if isinstance(batch, int) else None
+
+
 def latest_event_on_clip(db: Database, clip_id: int) -> tuple[int | None, str | None, str]:
     """(newest not-undone event id on the clip, its action, the clip's current version)."""
     with db.session() as s:
@@ -347,7 +345,8 @@ def latest_event_on_clip(db: Database, clip_id: int) -> tuple[int | None, str | 
 def recent_events(
     db: Database, actor: str, limit: int = 8, runs: RunLookup | None = None
 ) -> list[EventView]:
-    """The reviewer's recent actions with what became of them (jobs, new clips, undo)."""
+    """The reviewer's recent actions with what each did and what became of them (jobs, new
+    clips, undo); the events of one batch are one entry."""
     ev = ReviewEvent
     with db.session() as s:
         events = (
@@ -355,7 +354,7 @@ def recent_events(
                 select(ev)
                 .where(ev.actor == actor, ev.action.in_(UNDOABLE))
                 .order_by(ev.id.desc())
-                .limit(limit)
+                .limit(limit * 25)  # a batch (up to a grid page) collapses into one entry
             )
             .scalars()
             .all()
@@ -388,22 +387,24 @@ def recent_events(
             if clip_ids
             else []
         )
-        snapshot = [(e.id, e.action, e.created_at, list(e.clip_ids)) for e in events]
+        snapshot = batched(events, limit)
     views = []
-    for eid, action, created, cids in snapshot:
+    for eid, action, created, cids, previous, event_ids in snapshot:
         idents = [clips[c].identifier for c in cids if c in clips]
         view = EventView(
             eid, action, ACTION_LABELS.get(action, action), created, idents, "done", ""
         )
+        view.count = len(event_ids)
+        view.did = f"{' / '.join(sorted(set(previous)))} → {review_states.UNDO_EXPECTS[action]}"
         kids = [
             NewClip(c.id, c.identifier, c.state)
             for c in children
             if set(c.parent_clip_ids) & set(cids)
         ]
-        _describe(
+        describe(
             view,
             [clips[c] for c in cids if c in clips],
-            eid in undone,
+            bool(undone & set(event_ids)),
             bool(set(cids) & purged),
             kids,
         )
@@ -413,36 +414,3 @@ def recent_events(
                 view.run_id, view.run_status = found
         views.append(view)
     return views
-
-
-def _describe(
-    view: EventView, clips: Sequence[Clip], undone: bool, purged: bool, kids: list[NewClip]
-) -> None:
-    states_now = {c.state for c in clips}
-    if undone:
-        view.status, view.text = "undone", "undone"
-    elif view.action in ("approve", "skip"):
-        view.text = ", ".join(sorted(states_now))
-    elif view.action == "archive":
-        if purged:
-            view.text = "archived; its files were deleted by the archive job"
-        elif states_now == {"archived"}:
-            view.status = "pending"
-            view.text = "archived; files are deleted after the grace period (undo until then)"
-        else:
-            view.text = ", ".join(sorted(states_now))
-    elif kids:
-        view.new_clips = kids
-        waiting = [
-            k
-            for k in kids
-            if k.state in ("spliced", "keyframing", "keyframed", "generating_sprite")
-        ]
-        view.status = "pending" if waiting else "done"
-        view.text = "new clips: keyframes and sprites being made" if waiting else "new clips ready"
-    elif states_now <= {"merging", "splitting"}:
-        view.status, view.text = "pending", "waiting for the Dagster run"
-    else:
-        errors = "; ".join(c.error for c in clips if c.error)
-        view.status = "failed"
-        view.text = f"failed: {errors}" if errors else f"clips now {', '.join(sorted(states_now))}"

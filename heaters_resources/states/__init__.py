@@ -48,11 +48,13 @@ from heaters_resources.states.review import (
     clip_version,
     complete_merge,
     complete_split,
+    reopen_clip,
     request_merge,
     request_split,
     skip_clip,
     undo_review,
 )
+from heaters_resources.states.review_batch import BatchResult, review_many, undo_batch
 from heaters_resources.states.table import (
     FAIL_STEPS,
     REVIEW_OUTCOMES,
@@ -83,6 +85,7 @@ __all__ = [
     "TRANSITIONS",
     "AlreadyExistsError",
     "ArtifactSpec",
+    "BatchResult",
     "ClipSpec",
     "ConflictError",
     "Entity",
@@ -111,8 +114,10 @@ __all__ = [
     "get_source_video",
     "mark_failed",
     "register_source_video",
+    "reopen_clip",
     "request_merge",
     "request_split",
+    "review_many",
     "schedule_deletion",
     "skip_clip",
     "start_downloading",
@@ -124,5 +129,6 @@ __all__ = [
     "start_sprite_generation",
     "start_sprite_generation_many",
     "store_embedding",
+    "undo_batch",
     "undo_review",
 ]

@@ -13,8 +13,9 @@ no transition leads out of an in-progress state except the step's own completion
 - A holder is one process (and, inside Dagster, one run): host, boot, pid and the pid's start
   time, the Dagster run id, and an expiry that a heartbeat thread renews while the process
   lives. Renewing is one UPDATE per process, not one per held row.
-- A holder is dead when, on this host, its process is gone (or the host rebooted since); when
-  its Dagster run has ended; or, seen from another host, when its expiry has passed.
+- A holder is dead when, on the same host, boot and pid namespace, its process is gone; when
+  its Dagster run has ended; or, seen from anywhere else (another host, container, or after a
+  reboot), when its expiry has passed.
 - A row held by a dead holder goes to its step's failed state (the ``fail_*`` transition of
   `states.table`) with the reason ``interrupted: ...``. This happens inline, when a transition
   finds such a row in its way (re-materializing works from every state), and from the reaper
@@ -30,7 +31,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import socket
 import threading
 import time
 import typing
@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psutil
 from sqlalchemy import Engine, Table, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -47,6 +46,13 @@ from sqlalchemy.orm import Session
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, Lease, SourceVideo
 from heaters_resources.settings import Settings
+from heaters_resources.states.holders import (
+    Holder,
+    boot_scope,
+    host_name,
+    pid_alive,
+    process_holder,
+)
 from heaters_resources.states.table import TRANSITIONS, Entity
 
 log = logging.getLogger(__name__)
@@ -76,39 +82,6 @@ def lease_seconds() -> float:
 # --------------------------------------------------------------------------------- holders
 
 
-@dataclass(frozen=True)
-class Holder:
-    owner: str
-    run_id: str | None
-    host: str
-    boot_id: str
-    pid: int
-    pid_start: int
-
-
-def _host() -> str:
-    return socket.gethostname()
-
-
-def _boot_id() -> str:
-    return str(int(psutil.boot_time()))
-
-
-def _pid_start(pid: int) -> int:
-    """The process's start time in ms: with the pid, it names one process (pids are reused)."""
-    try:
-        return int(psutil.Process(pid).create_time() * 1000)
-    except (psutil.Error, OSError):
-        return 0
-
-
-def process_holder(run_id: str | None = None) -> Holder:
-    pid = os.getpid()
-    host, start = _host(), _pid_start(pid)
-    owner = f"{host}:{pid}:{start}" + (f":run:{run_id}" if run_id else "")
-    return Holder(owner, run_id, host, _boot_id(), pid, start)
-
-
 _current: contextvars.ContextVar[Holder | None] = contextvars.ContextVar(
     "heaters_lease_holder", default=None
 )
@@ -126,16 +99,6 @@ def current_holder() -> Holder:
     return _process[pid]
 
 
-def pid_alive(pid: int, pid_start: int) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return not pid_start or int(proc.create_time() * 1000) == pid_start
-    except (psutil.Error, OSError):
-        return False
-
-
 def dead_reason(
     lease: Any | None, now: datetime, run_status: RunStatus | None = None
 ) -> str | None:
@@ -143,9 +106,7 @@ def dead_reason(
     when it may still be working."""
     if lease is None:
         return "its worker left no lease"
-    if lease.host == _host():
-        if lease.boot_id != _boot_id():
-            return f"host {lease.host} restarted since"
+    if lease.host == host_name() and lease.boot_id == boot_scope():
         if not pid_alive(lease.pid, lease.pid_start):
             return f"worker process {lease.pid} on {lease.host} is gone"
         return None  # alive here: the process table is the truth, expiry is for other hosts

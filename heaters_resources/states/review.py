@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     cast,
+    delete,
     exists,
     func,
     insert,
@@ -31,6 +32,7 @@ from heaters_resources.errors import (
 )
 from heaters_resources.states.core import (
     CLIPS,
+    EMBEDDINGS,
     apply_transition,
     check_transition,
     lock_rows,
@@ -75,6 +77,17 @@ def not_undone() -> ColumnElement[bool]:
     ev = ReviewEvent.__table__
     undo = ev.alias("undo")
     return ~exists().where(undo.c.undoes_event_id == ev.c.id)
+
+
+#: The state each undoable review action leaves its clips in; undo refuses any other.
+UNDO_EXPECTS = {
+    "approve": "approved",
+    "skip": "skipped",
+    "archive": "archived",
+    "reopen": "pending_review",
+    "request_merge": "merging",
+    "request_split": "splitting",
+}
 
 
 class StaleActionError(ConflictError):
@@ -162,6 +175,19 @@ def archive_clip(
     return _review(db, "archive", clip_id, actor, expected_version=expected_version)
 
 
+def reopen_clip(
+    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+) -> int:
+    """skipped -> pending_review (from the review page's clip list); undo skips it again."""
+
+    def work(session: Session) -> int:
+        _guard(session, clip_id, expected_version)
+        rows = apply_transition(session, "clip", "reopen", [clip_id], reviewed_at=None)
+        return _record(session, "reopen", [clip_id], [rows[clip_id].state], actor)
+
+    return db.run(work)
+
+
 def request_split(
     db: Database, clip_id: int, frame: int, actor: str = "", *, expected_version: str | None = None
 ) -> int:
@@ -188,9 +214,17 @@ def request_split(
 
 
 def request_merge(
-    db: Database, clip_id: int, actor: str = "", *, expected_version: str | None = None
+    db: Database,
+    clip_id: int,
+    actor: str = "",
+    *,
+    expected_version: str | None = None,
+    expected_previous: tuple[int, str] | None = None,
 ) -> int:
-    """Merge a pending clip with the previous live clip of its video: both go to `merging`."""
+    """Merge a pending clip with the previous live clip of its video: both go to `merging`.
+
+    `expected_previous` is the (id, version) of the neighbour the reviewer was shown beside
+    the clip: a merge with a neighbour that is another clip, or changed since, is refused."""
 
     def work(session: Session) -> int:
         _guard(session, clip_id, expected_version)
@@ -211,7 +245,14 @@ def request_merge(
         ).scalar()
         if prev_id is None:
             raise InvalidClipsError(f"clip {clip_id} has no previous clip to merge with")
-        rows = lock_rows(session, "clip", [prev_id, clip_id])
+        rows = lock_rows(session, "clip", [prev_id, clip_id], CLIPS.c.updated_at)
+        if expected_previous is not None:
+            shown = (prev_id, clip_version(rows[prev_id].state, rows[prev_id].updated_at))
+            if shown != tuple(expected_previous):
+                raise StaleActionError(
+                    f"the clip before {clip_id} changed since the page was loaded "
+                    f"(it is now {rows[prev_id].state!r}); reload to see it"
+                )
         check_transition("clip", "request_merge", {clip_id: rows[clip_id]})
         to_state = check_transition("clip", "merge_into_next", {prev_id: rows[prev_id]})
         session.execute(
@@ -250,13 +291,7 @@ def undo_review(
                 reason="the archive job already deleted its files; it cannot be restored",
             )
         rows = lock_rows(session, "clip", list(event.clip_ids))
-        expected = {
-            "approve": "approved",
-            "skip": "skipped",
-            "archive": "archived",
-            "request_merge": "merging",
-            "request_split": "splitting",
-        }[event.action]
+        expected = UNDO_EXPECTS[event.action]
         for cid, row in rows.items():
             if row.state != expected:
                 raise InvalidTransitionError("clip", cid, "undo", row.state, (expected,))
@@ -288,6 +323,9 @@ def _supersede(
 ) -> list[int]:
     rows = clip_rows(video_id, fps, new_specs, parents=old)
     verify_objects(store, [r["storage_key"] for r in rows])
+    # An embedded clip may be merged (its neighbour asked for it): its vector describes frames
+    # that are no clip any more. The new clip is embedded anew once it is approved.
+    session.execute(delete(EMBEDDINGS).where(EMBEDDINGS.c.clip_id.in_(list(old))))
     session.execute(
         update(CLIPS)
         .where(CLIPS.c.id.in_(list(old)))

@@ -55,11 +55,16 @@ TRANSITIONS: dict[tuple[Entity, str], Transition] = {
     ("clip", "skip"): _t({"pending_review"}, "skipped"),
     ("clip", "archive"): _t({"pending_review", "skipped"}, "archived"),
     ("clip", "request_merge"): _t({"pending_review"}, "merging"),
-    ("clip", "merge_into_next"): _t({"pending_review", "approved", "skipped"}, "merging"),
+    # the previous clip of a merge may be reviewed already; an embedded one loses its vector
+    # when the merge completes (`review._supersede`), and the merged clip is embedded anew
+    ("clip", "merge_into_next"): _t(
+        {"pending_review", "approved", "skipped", "embedded", "embedding_failed"}, "merging"
+    ),
     ("clip", "request_split"): _t({"pending_review"}, "splitting"),
     ("clip", "complete_merge"): _t({"merging"}, "archived"),
     ("clip", "complete_split"): _t({"splitting"}, "archived"),
     ("clip", "undo"): _t(REVIEW_OUTCOMES, "pending_review"),
+    ("clip", "reopen"): _t({"skipped"}, "pending_review"),  # a skipped clip back in the queue
     # embedding: approved -> embedding -> embedded
     ("clip", "start_embedding"): _t({"approved", "embedding_failed"}, "embedding", {"embedded"}),
     ("clip", "complete_embedding"): _t({"embedding"}, "embedded"),
@@ -86,6 +91,7 @@ class ClipSpec:
     start_frame: int
     end_frame: int
     storage_key: str | None = None  # default: keys.clip_key(video_id, identifier)
+    short: bool = False  # shorter than the minimum scene length (kept out of review)
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,7 @@ def clip_rows(
                 "state": "spliced",
                 "storage_key": spec.storage_key or keys.clip_key(video_id, ident),
                 "parent_clip_ids": list(parents),
+                "short": spec.short,
             }
         )
     return rows

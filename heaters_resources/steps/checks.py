@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def tiling_problems(db: Database, video_id: int) -> list[str]:
-    """Gaps, overlaps and out-of-range clips among a video's live clips (empty list: tiled)."""
+    """Gaps, overlaps and out-of-range clips among a video's live clips (empty list: tiled).
+
+    Gaps are expected, and not reported, when the video was spliced with ``short_policy``
+    "drop" (short shots left out) or ``trim_transitions`` (fade / dissolve frames left out)."""
     with db.session() as session:
         video = session.get(SourceVideo, video_id)
         spans = session.execute(
@@ -31,14 +34,18 @@ def tiling_problems(db: Database, video_id: int) -> list[str]:
         ).all()
     if video is None:
         return [f"video {video_id} not found"]
+    params = video.scene_params or {}
+    gaps_expected = params.get("short_policy") == "drop" or bool(params.get("trim_transitions"))
     problems, pos = [], 0
     for start, end in spans:
-        if start > pos:
+        if start > pos and not gaps_expected:
             problems.append(f"gap [{pos}, {start})")
         elif start < pos:
             problems.append(f"overlap at [{start}, {pos})")
         pos = max(pos, end)
-    if video.frame_count is not None and pos != video.frame_count:
+    if video.frame_count is not None and pos > video.frame_count:
+        problems.append(f"clips end at {pos}, after the video's {video.frame_count} frames")
+    elif video.frame_count is not None and pos != video.frame_count and not gaps_expected:
         problems.append(f"clips end at {pos}, video has {video.frame_count} frames")
     return problems
 

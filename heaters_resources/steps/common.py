@@ -7,6 +7,7 @@ The discipline every step follows is in the package docstring (`heaters_resource
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -50,18 +51,26 @@ def describe_error(exc: BaseException) -> str:
 SCRATCH_PREFIX = "heaters-step-"
 
 
-def _scratch_owner() -> str:
-    """``host~pid~start`` of this process: a later run can tell if the owner is gone."""
+def _scope() -> str:
+    """This host, boot and pid namespace, in a file-name-safe form: only folders made in the
+    same scope can be judged by this process table (see `holders.boot_scope`)."""
     holder = leases.process_holder()
-    return f"{holder.host.replace('~', '_')}~{holder.pid}~{holder.pid_start}"
+    digest = hashlib.sha256(f"{holder.host}/{holder.boot_id}".encode()).hexdigest()[:12]
+    return f"{holder.host.replace('~', '_')[:40]}~{digest}"
+
+
+def _scratch_owner() -> str:
+    """``host~scope~pid~start`` of this process: a later step can tell if the owner is gone."""
+    holder = leases.process_holder()
+    return f"{_scope()}~{holder.pid}~{holder.pid_start}"
 
 
 def sweep_stale_scratch(base: Path | None, *, dry_run: bool = False) -> list[Path]:
-    """Remove scratch folders under ``base`` whose owning process (on this host) is gone: what
-    a step killed with SIGKILL could not remove itself. Returns what was (or, with
-    ``dry_run``, would be) removed."""
+    """Remove scratch folders under ``base`` whose owning process (same host, boot and pid
+    namespace) is gone: what a step killed with SIGKILL could not remove itself. Returns what
+    was (or, with ``dry_run``, would be) removed."""
     root = Path(base) if base is not None else Path(tempfile.gettempdir())
-    host = leases.process_holder().host.replace("~", "_")
+    scope = _scope()
     removed = []
     try:
         entries = list(root.glob(f"{SCRATCH_PREFIX}*"))
@@ -69,9 +78,9 @@ def sweep_stale_scratch(base: Path | None, *, dry_run: bool = False) -> list[Pat
         return []
     for path in entries:
         parts = path.name[len(SCRATCH_PREFIX) :].split("~")
-        if len(parts) < 4 or parts[0] != host or not parts[1].isdigit():
-            continue  # another host's, or not ours to judge
-        pid, start = int(parts[1]), int(parts[2]) if parts[2].isdigit() else 0
+        if len(parts) < 5 or f"{parts[0]}~{parts[1]}" != scope or not parts[2].isdigit():
+            continue  # another host's, container's or boot's: not ours to judge
+        pid, start = int(parts[2]), int(parts[3]) if parts[3].isdigit() else 0
         if not leases.pid_alive(pid, start):
             if not dry_run:
                 shutil.rmtree(path, ignore_errors=True)

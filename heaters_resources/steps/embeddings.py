@@ -33,7 +33,6 @@ from sqlalchemy import ColumnElement, exists, select
 
 from heaters_media.embed import embed_images
 from heaters_media.embed_models import resolve_model
-from heaters_media.errors import CorruptMediaError
 from heaters_media.progress import ProgressFn
 from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
@@ -167,7 +166,7 @@ def _fail(db: Database, item: _Item, reason: str, out: ClipBatchOutcome) -> None
         log.warning("could not mark clip %s failed: %s", item.clip.id, exc)
 
 
-def _embed_chunks(
+def _embed_all(
     items: list[_Item],
     local: dict[str, Path],
     *,
@@ -179,45 +178,37 @@ def _embed_chunks(
     fail: Callable[[_Item, str], None],
     stats: dict[str, float],
 ) -> dict[int, np.ndarray]:
-    """Per-image unit vectors in calls of ``batch_size`` images; a corrupt image drops its clip
-    and the call is repeated without it. Returns clip id -> (n_images, dim) array."""
-    queue = [(item, key) for item in items for key in item.keys]
-    vectors: dict[int, list[np.ndarray]] = {}
-    dropped: set[int] = set()
-    while queue:
-        chunk = [(it, k) for it, k in queue[:batch_size] if it.clip.id not in dropped]
-        rest = queue[batch_size:]
-        if not chunk:
-            queue = [(it, k) for it, k in rest if it.clip.id not in dropped]
-            continue
-        try:
-            result = embed_images(
-                [local[k] for _, k in chunk],
-                model=model,
-                strategy="keyframe_multi",
-                device=device,
-                batch_size=batch_size,
-                offline=offline,
-                model_path=model_path,
-            )
-        except CorruptMediaError as exc:
-            bad = str(exc.details.get("path", ""))
-            culprit = next((it for it, k in chunk if str(local[k]) == bad), None)
-            if culprit is None:
-                raise
-            dropped.add(culprit.clip.id)
-            vectors.pop(culprit.clip.id, None)
-            fail(culprit, describe_error(exc))
-            queue = [(it, k) for it, k in queue if it.clip.id not in dropped]
-            continue
-        stats["dimension"] = result.dimension
-        stats["seconds"] += result.seconds
-        stats["load_seconds"] += result.load_seconds
-        stats["images"] += len(chunk)
-        for (it, _), vec in zip(chunk, result.array(), strict=True):
-            vectors.setdefault(it.clip.id, []).append(vec)
-        queue = [(it, k) for it, k in rest if it.clip.id not in dropped]
-    return {cid: np.stack(v) for cid, v in vectors.items() if cid not in dropped}
+    """Per-image unit vectors of every clip's keyframes, in one call: one feed for the whole
+    run, so decoding overlaps the model from the first batch to the last. An image that does
+    not decode fails its clip only (the other images' vectors do not depend on it). Returns
+    clip id -> (n_images, dim) array."""
+    pairs = [(item, str(local[key])) for item in items for key in item.keys]
+    if not pairs:
+        return {}
+    result = embed_images(
+        [path for _, path in pairs],
+        model=model,
+        strategy="keyframe_multi",
+        device=device,
+        batch_size=batch_size,
+        offline=offline,
+        model_path=model_path,
+        on_error="skip",
+    )
+    stats["dimension"] = result.dimension
+    stats["seconds"] += result.seconds
+    stats["load_seconds"] += result.load_seconds
+    stats["images"] += len(result.images)
+    by_path = dict(zip(result.images, result.array(), strict=True))
+    vectors: dict[int, np.ndarray] = {}
+    for item in items:
+        paths = [str(local[key]) for key in item.keys]
+        bad = next((p for p in paths if p in result.failed), None)
+        if bad is not None:
+            fail(item, result.failed[bad])
+        else:
+            vectors[item.clip.id] = np.stack([by_path[p] for p in paths])
+    return vectors
 
 
 def _aggregate(per_image: np.ndarray, strategy: str) -> np.ndarray:
@@ -244,8 +235,10 @@ def embed_clips(
 ) -> ClipBatchOutcome:
     """Embed the clips' keyframes with ``model``/``strategy`` and store one vector per clip.
 
-    ``details`` of the outcome: model, strategy, dimension, count, images, images_per_second,
-    seconds (model time), load_seconds. Raises the model error after failing every started clip.
+    ``details`` of the outcome: model, strategy, dimension, count, images, images_per_second
+    (images embedded / ``embed_seconds``: the whole embedding through the feed, decode and
+    preprocessing included; not fetching keyframes, not loading the model), load_seconds.
+    Raises the model error after failing every started clip.
     """
     t0 = time.perf_counter()
     model = model or default_model()
@@ -289,7 +282,7 @@ def embed_clips(
                     continue
                 ready.append((it, local))
             paths = {k: p for _, local in ready for k, p in local.items()}
-            per_image = _embed_chunks(
+            per_image = _embed_all(
                 [it for it, _ in ready],
                 paths,
                 model=model,
@@ -328,13 +321,13 @@ def embed_clips(
             )
     out.done = [by_id[cid].clip.identifier for cid in vectors]
     out.seconds = time.perf_counter() - t0
-    model_seconds = stats["seconds"]
+    embed_seconds = stats["seconds"]
     out.details.update(
         dimension=dimension,
         count=len(vectors),
         images=int(stats["images"]),
-        images_per_second=round(stats["images"] / model_seconds, 2) if model_seconds else 0.0,
-        model_seconds=round(model_seconds, 4),
+        images_per_second=round(stats["images"] / embed_seconds, 2) if embed_seconds else 0.0,
+        embed_seconds=round(embed_seconds, 4),
         load_seconds=round(stats["load_seconds"], 4),
         clips=[c.identifier for c in clips],
     )

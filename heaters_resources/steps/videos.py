@@ -182,13 +182,14 @@ class SpliceOutcome:
     frames_analysed: int
     scene_params: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False  # already spliced and no overwrite: the stored clips, untouched
+    short_clips: int = 0  # clips of shots shorter than min_scene_len (kept out of review)
 
 
 def _spliced(db: Database, video: SourceVideo) -> SpliceOutcome:
     with db.session() as session:
         clips = list(
             session.execute(
-                select(Clip.id, Clip.identifier, Clip.start_frame)
+                select(Clip.id, Clip.identifier, Clip.start_frame, Clip.short)
                 .where(Clip.source_video_id == video.id, Clip.superseded_at.is_(None))
                 .order_by(Clip.start_frame)
             )
@@ -206,6 +207,7 @@ def _spliced(db: Database, video: SourceVideo) -> SpliceOutcome:
         frames_analysed=0,
         scene_params=dict(video.scene_params or {}),
         skipped=True,
+        short_clips=sum(1 for c in clips if c.short),
     )
 
 
@@ -236,6 +238,8 @@ def splice_source_video(
     detector: str = "adaptive",
     threshold: float | None = None,
     min_scene_len: float = 1.0,
+    short_policy: str = "keep",
+    trim_transitions: bool = False,
     overwrite: bool = False,
     workdir: Path | None = None,
     progress: ProgressFn | None = None,
@@ -245,8 +249,16 @@ def splice_source_video(
     With ``overwrite`` (re-splicing with new parameters) the video's old clips, their artifacts
     and embeddings are replaced; their objects are deleted after the new clips are committed.
     Without it, a video already spliced is left as it is (the outcome says ``skipped``).
+    Clips of shots shorter than ``min_scene_len`` are marked ``short`` (``short_policy``
+    "keep"), or merged into the next clip ("merge") or left out ("drop").
     """
-    params = {"detector": detector, "threshold": threshold, "min_scene_len": min_scene_len}
+    params = {
+        "detector": detector,
+        "threshold": threshold,
+        "min_scene_len": min_scene_len,
+        "short_policy": short_policy,
+        "trim_transitions": trim_transitions,
+    }
     video = states.get_source_video(db, video_id)
     if video.state == "spliced" and not overwrite:
         return _spliced(db, video)  # resuming a video's job: this step is done
@@ -266,8 +278,11 @@ def splice_source_video(
                 detector=detector,
                 threshold=threshold,
                 min_scene_len=min_scene_len,
+                short_policy=short_policy,
+                trim_transitions=trim_transitions,
                 progress=part(0.0, 0.4),
             )
+            short = {s.start_frame for s in detected.scenes if s.short}
             faults.point("splice:after-detect")
             split = split_video(
                 source,
@@ -282,7 +297,11 @@ def splice_source_video(
                 key = keys.clip_key(video_id, ident)
                 store.upload_file(clip.path, key)
                 faults.point("splice:between-uploads")
-                specs.append(states.ClipSpec(clip.start_frame, clip.end_frame, key))
+                specs.append(
+                    states.ClipSpec(
+                        clip.start_frame, clip.end_frame, key, clip.start_frame in short
+                    )
+                )
             faults.point("splice:before-commit")
             ids = states.create_clips_from_splice(
                 db, video_id, specs, fps=split.fps, overwrite=overwrite, store=store
@@ -304,6 +323,7 @@ def splice_source_video(
         split_seconds=split.seconds,
         frames_analysed=detected.metadata["frames_analysed"],
         scene_params={**params, "threshold": detected.metadata["threshold"]},
+        short_clips=sum(1 for s in specs if s.short),
     )
 
 

@@ -121,7 +121,13 @@ def test_resplice_backfill_replaces_clips_and_keeps_one_partition(
         instance=instance,
         partition_key=str(vid),
         resources=resources,
-        run_config={"ops": {"clip_splits": {"config": {"min_scene_len": 4.0, "overwrite": True}}}},
+        run_config={
+            "ops": {
+                "clip_splits": {
+                    "config": {"min_scene_len": 4.0, "short_policy": "merge", "overwrite": True}
+                }
+            }
+        },
     )
     assert run.success
     after = [c.identifier for c in _clips(db, vid)]

@@ -211,6 +211,58 @@ OPEN: dict[str, Case] = {
     ),
     "cookie-garbage": _post("/api/clips/{clip}/approve", V, Cookie='heaters_review="\\x; ;=;'),
     "cookie-latin1": _post("/api/clips/{clip}/approve", V, Cookie="heaters_review=\u00e9.1.\u00e9"),
+    # issue 14: the clip list, the grid, the merge page, batches, reviewer names, reopen
+    **{
+        f"list-{i}": _get(p)
+        for i, p in enumerate(
+            [
+                "/queue?state=%27%20OR%201=1--",
+                "/queue?after=1.2.x",
+                "/queue?after=" + BIG + ".1.1",
+                "/queue?video=%C2%B2",
+                "/queue?short=maybe",
+                "/queue?reviewer=" + "r" * 300,
+                "/api/clips?limit=99999",
+                "/api/clips?limit=-1",
+                f"/api/clips?video={BIG}",
+                "/api/clips?embedded=%00",
+                "/grid?state=approved",
+                "/merge?clip=%C2%B2",
+                "/merge?clip=0",
+                f"/merge?clip={BIG}",
+                "/merge?clip=999999",
+            ]
+        )
+    },
+    "batch-no-csrf": _post(
+        "/api/batch/approve", '{"clips": ["{clip}|{version}"]}', **{"X-CSRF-Token": ""}
+    ),
+    "batch-evil-origin": _post(
+        "/api/batch/approve", '{"clips": ["{clip}|{version}"]}', Origin="http://evil.example"
+    ),
+    "batch-unknown-action": _post("/api/batch/publish", '{"clips": ["{clip}|{version}"]}'),
+    "batch-merge": _post("/api/batch/merge", '{"clips": ["{clip}|{version}"]}'),
+    "batch-no-clips": _post("/api/batch/approve", "{}"),
+    "batch-not-a-list": _post("/api/batch/approve", '{"clips": {"a": 1}}'),
+    "batch-bad-item": _post("/api/batch/approve", '{"clips": ["{clip}|{version}|x"]}'),
+    "batch-big-id": _post("/api/batch/approve", '{"clips": ["' + BIG + '|{version}"]}'),
+    "batch-stale": _post("/api/batch/skip", '{"clips": ["{clip}|pending_review@2000-01-01"]}'),
+    "batch-too-many": _post(
+        "/api/batch/approve", '{"clips": [' + ", ".join(['"{clip}|{version}"'] * 501) + "]}"
+    ),
+    "reviewer-no-csrf": _post("/api/reviewer", '{"name": "eve"}', **{"X-CSRF-Token": ""}),
+    "reviewer-markup": _post("/api/reviewer", '{"name": "<script>alert(1)</script>"}'),
+    "reviewer-long": _post("/api/reviewer", '{"name": "%s"}' % ("n" * 500)),
+    "reviewer-control": _post("/api/reviewer", '{"name": "a\u0000b"}'),
+    "reopen-pending": _action("{clip}", "reopen"),
+    "reopen-return-evil": _post(
+        "/api/clips/{clip}/reopen", '{"version": "{version}", "return_to": "//evil.example"}'
+    ),
+    "merge-bad-previous": _action("{clip}", "merge", ', "previous": "x", "previous_version": "v"'),
+    "merge-wrong-previous": _action(
+        "{clip}", "merge", ', "previous": "{clip}", "previous_version": "{version}"'
+    ),
+    "get-batch": _get("/api/batch/approve"),
     "undo-nothing": _post("/api/undo", "{}"),
     "undo-no-csrf": _post("/api/undo", "{}", **{"X-CSRF-Token": ""}),
     "get-undo": _get("/api/undo"),

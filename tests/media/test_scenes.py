@@ -81,10 +81,27 @@ def test_default_detector_is_accurate_on_edited_real_footage(
     assert score["f1"] == 1.0, (result.cut_frames, truth)
 
 
-def test_min_scene_length_suppresses_close_cuts(tmp_path: Path) -> None:
-    video = make_video(tmp_path / "flash.mp4", [40, 10, 40])
+def test_short_shot_policies(tmp_path: Path) -> None:
+    """A 10-frame shot between two others (issue 11): kept as its own scene marked short by
+    default, never merged across a cut unless asked ("merge", the behaviour before), or left
+    out ("drop": its frames belong to no scene)."""
+    video = make_video(tmp_path / "short.mp4", [40, 10, 40])
     assert detect_scenes(video, min_scene_len=0.0).cut_frames == [40, 50]
-    assert detect_scenes(video, min_scene_len=1.0).cut_frames == [40]
+    keep = detect_scenes(video, min_scene_len=1.0)
+    assert keep.cut_frames == [40, 50]
+    assert [(s.start_frame, s.end_frame, s.short) for s in keep.scenes] == [
+        (0, 40, False),
+        (40, 50, True),
+        (50, 90, False),
+    ]
+    assert keep.metadata["short_policy"] == "keep" and keep.metadata["short_scenes"] == 1
+    merged = detect_scenes(video, min_scene_len=1.0, short_policy="merge")
+    assert merged.cut_frames == [40]
+    assert [s.short for s in merged.scenes] == [False, False]
+    dropped = detect_scenes(video, min_scene_len=1.0, short_policy="drop")
+    assert [(s.start_frame, s.end_frame) for s in dropped.scenes] == [(0, 40), (50, 90)]
+    assert dropped.cut_frames == [50]
+    assert dropped.metadata["dropped_scenes"] == [[40, 50]]
 
 
 def test_progress_reaches_the_end(synthetic: Path) -> None:
@@ -101,7 +118,8 @@ def test_analysis_size_is_configurable(synthetic: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"detector": "magic"}, {"min_scene_len": -1}, {"analysis_width": 4}]
+    "kwargs",
+    [{"detector": "magic"}, {"min_scene_len": -1}, {"analysis_width": 4}, {"short_policy": "x"}],
 )
 def test_bad_parameters_are_invalid_input(synthetic: Path, kwargs: dict) -> None:
     with pytest.raises(InvalidInputError):
@@ -145,7 +163,14 @@ def test_cli_prints_json(synthetic: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["status"] == "success"
     assert out["cut_frames"] == cut_frames_of(SCENES)
-    assert set(out["scenes"][0]) == {"start_frame", "end_frame", "start_time", "end_time"}
+    assert set(out["scenes"][0]) == {
+        "start_frame",
+        "end_frame",
+        "start_time",
+        "end_time",
+        "short",
+        "transition_before",
+    }
 
 
 def test_cli_error_is_json_and_nonzero(tmp_path: Path) -> None:

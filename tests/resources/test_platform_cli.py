@@ -233,7 +233,13 @@ def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
         port,
         ["clip_splits"],
         ["1"],
-        {"ops": {"clip_splits": {"config": {"min_scene_len": 4.0, "overwrite": True}}}},
+        {
+            "ops": {
+                "clip_splits": {
+                    "config": {"min_scene_len": 4.0, "short_policy": "merge", "overwrite": True}
+                }
+            }
+        },
         log,
     )
     assert [r["status"] for r in runs] == ["SUCCESS"]

@@ -48,7 +48,9 @@ def test_sample_goes_through_every_step(db: Database, any_store: ObjectStore) ->
 def test_resplice_with_new_threshold_replaces_clips(db: Database, local_store: ObjectStore) -> None:
     vid, first = _full_run(db, local_store, str(SAMPLE_VIDEO))
     old_keys = [k for k in steps.clip_object_keys(db, first.clip_ids)]
-    again = steps.splice_source_video(db, local_store, vid, min_scene_len=4.0, overwrite=True)
+    again = steps.splice_source_video(
+        db, local_store, vid, min_scene_len=4.0, short_policy="merge", overwrite=True
+    )
     assert len(again.identifiers) < len(first.identifiers)
     assert set(again.retired_identifiers) == set(first.identifiers) - set(again.identifiers)
     with db.session() as s:

@@ -220,7 +220,10 @@ def test_review_flow_in_chromium(
             page.click("#btn-approve")
         assert identifier(page) == "1_69_146"
         with page.expect_navigation():
-            page.click("#btn-merge")
+            page.click("#btn-merge")  # the two clips side by side first
+        assert page.text_content("#merge-previous .merge-ident") == "1_0_69"
+        with page.expect_navigation():
+            page.click("#btn-confirm-merge")
         assert [states.get_clip(db, c).state for c in ids[:2]] == ["merging", "merging"]
 
         # Split clip 3 at a frame reached with the arrow keys (Shift: 10 frames).

@@ -1,16 +1,20 @@
-// Heaters review page: frame stepping, sprite scrubbing, actions over fetch, progress polling.
-// Every action is also a plain <form> POST, so the page works (coarsely) without this script.
+// Heaters review pages: frame stepping, sprite scrubbing and animated sprites, actions over
+// fetch, the merge confirmation, the keys overlay, progress polling. Every action is also a
+// plain <form>, so the pages work (coarsely) without this script; the grid's selection keys
+// are in grid.js. Notices come back in a one-shot cookie, never in the URL.
 (() => {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const page = document.body.dataset.page;
   const notice = $("#notice");
   const review = $("#review");
   let busy = false;
 
+  // The notice's box is always laid out (visibility, not display): showing one moves nothing.
   function say(message, isError) {
-    notice.hidden = false;
     notice.textContent = message;
+    notice.classList.remove("quiet");
     notice.classList.toggle("error", !!isError);
   }
 
@@ -19,38 +23,95 @@
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "Accept": "application/json",
                 "X-CSRF-Token": csrf},
-      body: JSON.stringify(body || {}),
+      body: JSON.stringify(Object.assign({flash: "1"}, body || {})),
     });
     const text = await res.text();
     try { return JSON.parse(text); } catch (e) { return {ok: false, message: text}; }
   }
 
-  function go(next, message) {
-    const sep = next.includes("?") ? "&" : "?";
-    window.location.assign(next + sep + "notice=" + encodeURIComponent(message));
+  const here = () => window.location.pathname + window.location.search;
+  // The server sets the notice for the page `next` (flash=1); a refusal is said here.
+  async function act(url, body) {
+    if (busy) return null;
+    busy = true;
+    const data = await post(url, body);
+    if (data.ok) { window.location.assign(data.next); return data; }
+    say(data.message || "Refused.", true);
+    busy = false;
+    return data;
+  }
+
+  function why(action) {
+    const line = $("#why-" + action);
+    const button = $("#btn-" + action);
+    return (line && line.textContent.trim()) || (button && button.dataset.why) || "Not possible now.";
   }
 
   async function run(action) {
-    if (busy) return;
     const button = $("#btn-" + action);
-    if (button && button.disabled) return;
-    busy = true;
-    let data;
+    if (button && button.disabled) { say(why(action), true); return; }
     if (action === "undo") {
-      data = await post("/api/undo");
+      const body = (page === "queue" || page === "grid") ? {return_to: here()} : {};
+      await act("/api/undo", body);
+    } else if (action === "merge") {
+      window.location.assign(`/merge?clip=${review.dataset.clip}`);
     } else {
       const body = {version: review.dataset.version};
       if (action === "split") body.frame = String(player.sourceFrame());
-      data = await post(`/api/clips/${review.dataset.clip}/${action}`, body);
+      await act(`/api/clips/${review.dataset.clip}/${action}`, body);
     }
-    if (data.ok) { go(data.next, data.message); return; }
-    say(data.message || "Refused.", true);
-    busy = false;
+  }
+
+  function formBody(form) {
+    const body = {};
+    new FormData(form).forEach((value, key) => { if (key !== "csrf_token") body[key] = value; });
+    return body;
   }
 
   document.querySelectorAll("form[data-action]").forEach((form) => {
-    form.addEventListener("submit", (event) => { event.preventDefault(); run(form.dataset.action); });
+    const action = form.dataset.action;
+    if (action === "batch") return;  // grid.js
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (review && ["approve", "skip", "archive", "merge", "split", "undo"].includes(action)) {
+        run(action);
+      } else if (action === "undo") {
+        run("undo");
+      } else {
+        act(form.action, formBody(form));  // reopen, merge-confirm
+      }
+    });
   });
+
+  // ---------------------------------------------------------------- keys overlay
+  const help = $("#keys-help");
+  const toggleHelp = (show) => { help.hidden = !show; if (show) $("#btn-help-close").focus(); };
+  $("#btn-help").addEventListener("click", () => toggleHelp(help.hidden));
+  $("#btn-help-close").addEventListener("click", () => toggleHelp(false));
+
+  // ---------------------------------------------------------------- animated sprites
+  // A sprite's tile i shows time i / sprite_fps of the clip (its metadata JSON): step through
+  // the tiles in real time, 8 updates a second at most.
+  function showTileOf(el, tile, meta) {
+    const cols = Number(meta.cols), rows = Number(meta.rows);
+    const col = tile % cols, row = Math.floor(tile / cols);
+    el.style.backgroundPosition =
+      `${cols > 1 ? (col / (cols - 1)) * 100 : 0}% ${rows > 1 ? (row / (rows - 1)) * 100 : 0}%`;
+    el.dataset.tile = String(tile);
+  }
+  const sprites = Array.from(document.querySelectorAll(".thumb.sprite[data-tiles]"));
+  if (sprites.length) {
+    const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    const t0 = performance.now();
+    window.setInterval(() => {
+      const seconds = (performance.now() - t0) / 1000;
+      for (const el of sprites) {
+        if (still && !el.closest(".tile.focused, :hover")) continue;
+        const tiles = Number(el.dataset.tiles) || 1;
+        showTileOf(el, Math.floor(seconds * Number(el.dataset.spriteFps)) % tiles, el.dataset);
+      }
+    }, 125);
+  }
 
   // ---------------------------------------------------------------- player and scrubber
   const player = (() => {
@@ -61,17 +122,16 @@
     const frames = Number(review.dataset.frames);
     const scrubber = $("#scrubber");
     const splitButton = $("#btn-split");
+    const splitWhy = $("#why-split[data-frame0]");
     let frame = 0;
 
     function showTile(fraction) {
       if (!scrubber) return;
       const d = scrubber.dataset;
-      const cols = Number(d.cols), rows = Number(d.rows), tiles = Number(d.tiles);
+      const tiles = Number(d.tiles);
       // Sprite metadata: tile i shows time i / sprite_fps of the clip.
       const tile = Math.min(tiles - 1, Math.floor(fraction * Number(d.duration) * Number(d.spriteFps)));
-      const col = tile % cols, row = Math.floor(tile / cols);
-      $("#scrub-image").style.backgroundPosition =
-        `${cols > 1 ? (col / (cols - 1)) * 100 : 0}% ${rows > 1 ? (row / (rows - 1)) * 100 : 0}%`;
+      showTileOf($("#scrub-image"), tile, d);
       $("#scrub-head").style.left = `${fraction * 100}%`;
       d.tile = String(tile);
     }
@@ -90,7 +150,12 @@
       $("#timecode").textContent = timecode((start + frame) / fps);
       const splitFrame = $("#split-frame");
       if (splitFrame) splitFrame.value = String(start + frame);
-      if (splitButton && review.dataset.state === "pending_review") splitButton.disabled = frame < 1;
+      if (splitButton && splitWhy) {
+        splitButton.disabled = frame < 1;
+        splitWhy.textContent = frame < 1
+          ? "Split: step past the first frame (→) to cut before the shown frame."
+          : `Split: cuts before frame ${frame} (source frame ${start + frame}).`;
+      }
       showTile(frame / frames);
       if (seek && video) {
         video.pause();
@@ -139,16 +204,29 @@
   const keys = {a: "approve", s: "skip", x: "archive", m: "merge", c: "split", u: "undo", z: "undo"};
   document.addEventListener("keydown", (event) => {
     if (event.target.closest("input, textarea, select") || event.metaKey || event.altKey) return;
-    if (event.ctrlKey && event.key !== "z") return;
-    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
-    if (player && (key === "ArrowLeft" || key === "ArrowRight")) {
-      player.step((key === "ArrowLeft" ? -1 : 1) * (event.shiftKey ? 10 : 1));
-    } else if (player && key === " ") {
-      player.toggle();
-    } else if (keys[key] && (review || keys[key] === "undo")) {
-      run(keys[key]);
-    } else {
+    if (event.key === "?" || (event.key === "Escape" && !help.hidden)) {
+      toggleHelp(event.key === "?" && help.hidden);
+    } else if (!help.hidden) {
       return;
+    } else if (page === "merge" && (event.key === "Enter" || event.key.toLowerCase() === "m")) {
+      const confirm = $("#btn-confirm-merge");
+      if (confirm.disabled) say($("#why-merge").textContent.trim(), true);
+      else confirm.form.requestSubmit();
+    } else if (page === "merge" && event.key === "Escape") {
+      window.location.assign($("#btn-cancel-merge").getAttribute("href"));
+    } else if (page === "grid" || (event.ctrlKey && event.key !== "z")) {
+      return;  // the grid's keys are grid.js's
+    } else {
+      const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+      if (player && (key === "ArrowLeft" || key === "ArrowRight")) {
+        player.step((key === "ArrowLeft" ? -1 : 1) * (event.shiftKey ? 10 : 1));
+      } else if (player && key === " ") {
+        player.toggle();
+      } else if (keys[key] && (review || keys[key] === "undo")) {
+        run(keys[key]);
+      } else {
+        return;
+      }
     }
     event.preventDefault();
   });
@@ -166,4 +244,6 @@
     window.setTimeout(poll, interval);
   }
   if (progress) window.setTimeout(poll, interval);
+
+  window.heatersReview = {say, post, here};  // for grid.js (same page, same policy)
 })();
