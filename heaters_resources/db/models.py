@@ -96,8 +96,8 @@ class SourceVideo(TimestampMixin, Base):
     scene_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Who works on the row while it is in an in-progress state (a `leases.id`); NULL otherwise.
     lease_id: Mapped[int | None] = mapped_column(BigInteger)
-    # What the source is, whatever it was called: sha256 of a file's bytes, a URL as given, an
-    # S3 object's bucket/key/ETag. Submitting it again finds this row (unique when not NULL).
+    # What the source is, whatever it was called: a sha256 of a file's size and ends, a URL,
+    # an inbox object's key, size and time. Submitting it again finds this row (unique if set).
     fingerprint: Mapped[str | None] = mapped_column(Text)
 
     clips: Mapped[list[Clip]] = relationship(back_populates="source_video", passive_deletes=True)

@@ -239,3 +239,19 @@ def test_scratch_of_a_killed_step_is_swept(tmp_path: Path, db: Database) -> None
         assert not left.exists() and mine.exists()
         assert sweep_stale_scratch(tmp_path) == []  # its own (live) folder is kept
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fingerprint_tells_files_apart_by_content_not_name(tmp_path: Path) -> None:
+    from heaters_resources.fingerprint import ENDS, file_fingerprint
+
+    big = bytes(range(256)) * (3 * ENDS // 256)  # 3 ends long: a middle that is not read
+    a, b, c, d = (tmp_path / n for n in "abcd")
+    a.write_bytes(big)
+    b.write_bytes(big)  # same bytes, another name
+    c.write_bytes(big[:-1] + b"\x00")  # last byte differs
+    d.write_bytes(big + b"x")  # one byte longer
+    assert file_fingerprint(a) == file_fingerprint(b)
+    assert len({file_fingerprint(p) for p in (a, c, d)}) == 3
+    small = tmp_path / "small"
+    small.write_bytes(b"tiny")
+    assert file_fingerprint(small) != file_fingerprint(a)
