@@ -31,18 +31,11 @@ from heaters_resources.db.models import (
 )
 from heaters_resources.review.queries import UNDOABLE, Sprite, _sprite
 from heaters_resources.states.review import not_undone
+from heaters_resources.states.table import REVIEW_OUTCOMES
 
-#: States a reviewer has decided (the clip left the queue by a review action).
-REVIEWED_STATES = (
-    "approved",
-    "skipped",
-    "archived",
-    "merging",
-    "splitting",
-    "embedding",
-    "embedded",
-    "embedding_failed",
-)
+#: States a reviewer has decided: the review outcomes of the transition table, and the
+#: embedding states an approved clip moves on to.
+REVIEWED_STATES = tuple(sorted(REVIEW_OUTCOMES | {"embedding", "embedded", "embedding_failed"}))
 SHORT_CHOICES = ("no", "yes", "any")  # no: leave short shots out, as the review queue does
 EMBEDDED_CHOICES = ("", "yes", "no")
 MAX_LIMIT = 200

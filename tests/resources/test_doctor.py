@@ -15,26 +15,13 @@ from heaters_resources.doctor import examine
 from heaters_resources.steps.common import SCRATCH_PREFIX
 from heaters_resources.store import keys
 from heaters_resources.store.objects import LocalObjectStore
+from tests.child_process import run_in_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _killed_child(db: Database, code: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEATERS_")}
-    env["HEATERS_FAULT_POINT"] = "x"
-    prelude = (
-        "from heaters_resources.db.engine import Database\n"
-        "from heaters_resources import states as st, faults\n"
-        f"db = Database({db.url!r})\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", prelude + code + "faults.point('x')\n"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_in_child(db, code + "faults.point('x')\n", "x")
     assert proc.returncode == -9, proc.stderr
 
 

@@ -4,9 +4,6 @@ alone. Workers are real processes killed with SIGKILL (heaters_resources.faults)
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from heaters_resources.db.models import Clip, Lease, SourceVideo
 from heaters_resources.states import leases
 from heaters_resources.steps.common import SCRATCH_PREFIX, scratch_dir, sweep_stale_scratch
 from heaters_resources.store import keys
+from tests.child_process import run_in_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,35 +42,13 @@ def _spliced(db: Database, n: int = 2) -> tuple[int, list[int]]:
     return vid, ids
 
 
-def _in_child(
-    db: Database, code: str, fault: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` (with ``db`` and ``st`` bound) in a fresh Python process."""
-    prelude = (
-        "from heaters_resources.db.engine import Database\n"
-        "from heaters_resources import states as st, faults\n"
-        f"db = Database({db.url!r})\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEATERS_")}
-    if fault:
-        env["HEATERS_FAULT_POINT"] = fault
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _clip(db: Database, cid: int) -> Clip:
     return st.get_clip(db, cid)
 
 
 def test_a_killed_worker_s_rows_are_interrupted_and_restartable(db: Database) -> None:
     _, (a, b) = _spliced(db)
-    proc = _in_child(
+    proc = run_in_child(
         db, f"st.start_keyframing_many(db, [{a}, {b}])\nfaults.point('test:held')\n", "test:held"
     )
     assert proc.returncode == -9, proc.stderr  # SIGKILL: no except, no finally
@@ -138,7 +114,7 @@ def test_requested_merges_wait_for_their_run_but_not_for_a_dead_one(db: Database
         s.execute(update(Clip).values(state="pending_review", lease_id=None))
     st.request_merge(db, b)
     assert leases.reap(db) == []  # requested, its run not started yet: left alone
-    proc = _in_child(
+    proc = run_in_child(
         db,
         "from heaters_resources.states import leases\n"
         f"assert leases.claim(db, 'clip', [{a}, {b}], 'merging') == []\n"
@@ -171,7 +147,7 @@ def test_holding_interrupts_what_the_block_left_held(db: Database) -> None:
 
 def test_video_steps_are_interrupted_too(db: Database) -> None:
     vid = st.create_source_video(db, "https://example.test/w")
-    proc = _in_child(db, f"st.start_downloading(db, {vid})\nfaults.point('x')\n", "x")
+    proc = run_in_child(db, f"st.start_downloading(db, {vid})\nfaults.point('x')\n", "x")
     assert proc.returncode == -9
     assert st.get_source_video(db, vid).state == "downloading"
     st.start_downloading(db, vid)  # what re-materializing does: no InvalidTransitionError
@@ -204,7 +180,7 @@ def test_heartbeat_renews_the_lease(db: Database, monkeypatch: pytest.MonkeyPatc
 
 def test_concurrent_starts_of_a_dead_holder_s_row_restart_it_once(db: Database) -> None:
     _, (a, _) = _spliced(db)
-    proc = _in_child(db, f"st.start_keyframing(db, {a})\nfaults.point('x')\n", "x")
+    proc = run_in_child(db, f"st.start_keyframing(db, {a})\nfaults.point('x')\n", "x")
     assert proc.returncode == -9
     outcomes: list[str] = []
 
@@ -232,7 +208,7 @@ def test_scratch_of_a_killed_step_is_swept(tmp_path: Path, db: Database) -> None
         "    (d / 'partial.mp4').write_bytes(b'x' * 1000)\n"
         "    faults.point('x')\n"
     )
-    proc = _in_child(db, code, "x")
+    proc = run_in_child(db, code, "x")
     assert proc.returncode == -9
     (left,) = tmp_path.glob(f"{SCRATCH_PREFIX}*")
     with scratch_dir(tmp_path) as mine:  # the next step on this host removes it
