@@ -12,7 +12,9 @@ Contenders, each on every file:
   transitions and flashes, ``short_policy="keep"``),
 - ``heaters adaptive (hard cuts)`` / ``heaters content (hard cuts)``: the same detectors with
   ``gradual=False, short_policy="merge"``: the behaviour before issue 11 ("today"),
-- ``PySceneDetect adaptive`` / ``PySceneDetect content``: PySceneDetect 0.7's defaults.
+- ``PySceneDetect adaptive`` / ``PySceneDetect content``: PySceneDetect 0.7's defaults,
+- ``transnetv2`` (``--transnet``, the ``ml`` extra): ``detect_scenes(detector="transnetv2")``,
+  the network's cuts (slow on a CPU: 45-85 frames/s here, so off by default).
 
 A cut counts when it falls inside a transition (first..last frame) +-``--tolerance`` frames
 (2); one cut per transition, so a second cut inside one dissolve is a false cut; a cut at a
@@ -63,6 +65,15 @@ def heaters(path: Path, detector: str, gradual: bool) -> list[int]:
     return [t["cut"] for t in result.metadata["transitions"]]
 
 
+def transnetv2(path: Path) -> list[int]:
+    result = detect_scenes(path, detector="transnetv2", short_policy="keep")
+    return list(result.cut_frames)
+
+
+#: Set by --transnet: TransNetV2 joins the contenders.
+WITH_TRANSNET: list[bool] = [False]
+
+
 def contenders(path: Path, with_pyscenedetect: bool) -> dict[str, Callable[[], list[int]]]:
     rows: dict[str, Callable[[], list[int]]] = {}
     for det in ("adaptive", "content"):
@@ -71,6 +82,8 @@ def contenders(path: Path, with_pyscenedetect: bool) -> dict[str, Callable[[], l
     if with_pyscenedetect:
         for det in ("adaptive", "content"):
             rows[f"PySceneDetect {det}"] = functools.partial(pyscenedetect, path, det)
+    if WITH_TRANSNET[0]:
+        rows["transnetv2"] = functools.partial(transnetv2, path)
     return rows
 
 
@@ -147,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=int, default=2, help="frames around a transition")
     ap.add_argument("--repeat", type=int, default=2, help="speed rounds; best time kept")
     ap.add_argument("--no-pyscenedetect", action="store_true", help="leave PySceneDetect out")
+    ap.add_argument("--transnet", action="store_true", help="add TransNetV2 (the ml extra)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON line too")
     args = ap.parse_args(argv)
+    WITH_TRANSNET[0] = args.transnet
     w, h = (int(x) for x in args.size.lower().split("x"))
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     holdout = [int(x) for x in args.holdout.split(",") if x.strip()]

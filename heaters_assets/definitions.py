@@ -19,7 +19,7 @@ from heaters_assets.sensors.pipeline import (
     review_actions_sensor,
     submissions_sensor,
 )
-from heaters_assets.sensors.reaper import reaper_sensor
+from heaters_assets.sensors.reaper import lost_launches_sensor, reaper_sensor
 from heaters_resources.orchestration.resources import (
     DatabaseResource,
     ObjectStoreResource,
@@ -42,6 +42,7 @@ SENSORS = [
     approved_clips_sensor,
     missing_embeddings_sensor,
     reaper_sensor,
+    lost_launches_sensor,
 ]
 
 

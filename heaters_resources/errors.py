@@ -62,3 +62,7 @@ class RunFailedError(HeatersStateError):
     """A Dagster run that a command started (``heaters demo``) failed or its worker died; the
     message names the run's log. Its rows are left retryable (leases), so running the same
     command again resumes it."""
+
+
+class ConfigError(HeatersStateError):
+    """The settings do not fit together (e.g. Ray mode without shared state); nothing ran."""

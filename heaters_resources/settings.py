@@ -93,6 +93,14 @@ class Settings:
     lease_seconds: float = 120.0
     #: Crash tests only (heaters_resources.faults): the named point where a worker kills itself.
     fault_point: str | None = None
+    #: A Ray cluster's job-submission address (``http://head:8265``): runs are launched there as
+    #: Ray jobs (heaters_resources/orchestration/ray_mode.py). Unset: runs on this machine.
+    ray_address: str | None = None
+    #: CPUs a run asks Ray for (media runs; ffmpeg uses more threads, this is what Ray counts).
+    ray_cpus_per_run: float = 1.0
+    #: Where embeddings run by default (``auto``, ``cpu``, ``cuda``, ``mps``); ``cuda`` also
+    #: makes embedding runs ask Ray for a GPU.
+    embed_device: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +125,9 @@ class Settings:
             download_stall_seconds=_positive(env, "HEATERS_DOWNLOAD_STALL_SECONDS", 60.0),
             lease_seconds=_positive(env, "HEATERS_LEASE_SECONDS", 120.0),
             fault_point=_clean(env.get("HEATERS_FAULT_POINT")),
+            ray_address=_clean(env.get("HEATERS_RAY_ADDRESS")),
+            ray_cpus_per_run=_positive(env, "HEATERS_RAY_CPUS_PER_RUN", 1.0),
+            embed_device=_clean(env.get("HEATERS_EMBED_DEVICE")) or "auto",
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -145,3 +156,7 @@ class Settings:
     @property
     def uses_s3(self) -> bool:
         return self.s3_bucket is not None
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.ray_address is not None

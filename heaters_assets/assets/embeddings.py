@@ -19,6 +19,7 @@ from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.settings import Settings
 from heaters_resources.states import leases
 from heaters_resources.steps import embeddings
 from heaters_resources.steps.checks import embedding_problems
@@ -37,6 +38,7 @@ class EmbeddingConfig(dg.Config):
     overwrite: bool = False
     before_review: bool = False
     batch_size: int = 32
+    #: ``auto``: HEATERS_EMBED_DEVICE (default auto: CUDA, then MPS, then the CPU).
     device: str = "auto"
 
 
@@ -81,7 +83,7 @@ def clip_embedding(
             overwrite=config.overwrite,
             before_review=config.before_review,
             batch_size=config.batch_size,
-            device=config.device,
+            device=Settings.from_env().embed_device if config.device == "auto" else config.device,
             progress=run_log_progress(context, "embeddings"),
         )
     d = out.details

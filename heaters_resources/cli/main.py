@@ -26,8 +26,49 @@ app = typer.Typer(
     name="heaters",
     no_args_is_help=True,
     add_completion=False,
+    # Markdown: docstring paragraphs re-flow to the terminal's width instead of keeping the
+    # source's line breaks.
+    rich_markup_mode="markdown",
     help="Heaters: turn long videos into a reviewed library of clips.",
 )
+
+
+def _hide_flag_types() -> None:
+    """Typer's help prints ``<bool>`` beside every flag: noise (a flag takes no value). Its
+    types column is kept for options that take one (``<float range>``, ``<text>``)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # another Typer: leave its help alone
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"heaters {version('heaters')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Heaters: turn long videos into a reviewed library of clips."""
 
 
 @app.command("migrate")

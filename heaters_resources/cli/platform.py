@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -59,10 +59,28 @@ NEW_COPY = typer.Option(
 
 
 def register(db: Database, source: str, *, new: bool, title: str | None = None) -> tuple[int, bool]:
-    """(video id, created): the video already holding this content unless ``new``."""
+    """(video id, created): the video already holding this content unless ``new``.
+
+    In Ray mode a local file is uploaded to the object store first and registered as
+    ``store:<key>``: its run may land on a node that cannot see this machine's disk."""
     normalized = normalize_source(source)
     fingerprint = None if new else source_fingerprint(normalized)
+    settings = Settings.from_env()
+    if settings.uses_ray and not _URL.match(normalized):
+        # The key is derived from the content: the same file submitted twice is one object.
+        normalized = upload_source(settings, Path(normalized))
     return states.register_source_video(db, normalized, fingerprint=fingerprint, title=title)
+
+
+def upload_source(settings: Settings, path: Path) -> str:
+    """Upload a local video to the store (``uploads/<content hash>/<name>``): its source."""
+    from heaters_resources.fingerprint import file_fingerprint
+    from heaters_resources.store.objects import object_store_from_settings
+
+    digest = file_fingerprint(path).rsplit(":", 1)[-1][:16]
+    key = f"uploads/{digest}/{path.name}"
+    object_store_from_settings(settings).upload_file(path, key)
+    return f"store:{key}"
 
 
 def submit(
@@ -263,44 +281,55 @@ def demo(
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "HEATERS_DAGSTER_PG_URL")})
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(names.SOURCE_VIDEOS, [str(vid)])
+    console.print(f"Dagster log: {log}")
     t0 = time.perf_counter()
-    with console.status(f"video {vid}: ingest + scene detection + split (dagster job execute)"):
-        run_dagster(
-            [
-                "job",
-                "execute",
-                "-m",
-                names.DEFINITIONS_MODULE,
-                "-j",
-                names.INGEST_VIDEO_JOB,
-                "--tags",
-                json.dumps({"dagster/partition": str(vid)}),
-            ],
-            env,
-            log,
+    run_ids = []
+    for job, what in (
+        (names.INGEST_VIDEO_JOB, f"video {vid}: ingest + scene detection + split"),
+        (names.CLIP_ARTIFACTS_JOB, "keyframes + sprites of its clips"),
+    ):
+        if job == names.CLIP_ARTIFACTS_JOB:
+            faults.point("demo:between-jobs")
+            with db.session() as s:
+                n = s.scalar(select(func.count()).where(Clip.source_video_id == vid)) or 0
+            # All clips of the video in one run: the clip-level assets are partitioned by video.
+            what = f"{n} clips: keyframes + sprites"
+        step = time.perf_counter()
+        with console.status(f"{what} (dagster job execute)"):
+            tags = json.dumps({"dagster/partition": str(vid)})
+            run_dagster(
+                ["job", "execute", "-m", names.DEFINITIONS_MODULE, "-j", job, "--tags", tags],
+                env,
+                log,
+            )
+        run_id = _latest_run_id(instance, job, str(vid))
+        run_ids.append(run_id)
+        console.print(
+            f"[green]done[/green] {what} in {time.perf_counter() - step:.1f} s (run {run_id})"
         )
-    faults.point("demo:between-jobs")
     with db.session() as s:
         keys = list(s.scalars(select(Clip.identifier).where(Clip.source_video_id == vid)))
-    # All clips of the video in one run: the clip-level assets are partitioned by video.
-    with console.status(f"{len(keys)} clips: keyframes + sprites (dagster job execute)"):
-        run_dagster(
-            [
-                "job",
-                "execute",
-                "-m",
-                names.DEFINITIONS_MODULE,
-                "-j",
-                names.CLIP_ARTIFACTS_JOB,
-                "--tags",
-                json.dumps({"dagster/partition": str(vid)}),
-            ],
-            env,
-            log,
-        )
     seconds = time.perf_counter() - t0
     _summary(vid, seconds, settings)
-    print(json.dumps({"video_id": vid, "clips": len(keys), "seconds": round(seconds, 1)}))
+    console.print(
+        f"the runs in the Dagster UI: [bold]heaters dev[/bold], then "
+        f"http://127.0.0.1:3000/runs/{run_ids[-1]}; review: [bold]heaters review[/bold]"
+    )
+    print(
+        json.dumps(
+            {"video_id": vid, "clips": len(keys), "seconds": round(seconds, 1), "runs": run_ids}
+        )
+    )
+
+
+def _latest_run_id(instance: Any, job: str, partition: str) -> str | None:
+    """The newest run of ``job`` for ``partition`` (the one `dagster job execute` just made)."""
+    import dagster as dg
+
+    runs = instance.get_runs(
+        dg.RunsFilter(job_name=job, tags={"dagster/partition": partition}), limit=1
+    )
+    return runs[0].run_id if runs else None
 
 
 def _summary(vid: int, seconds: float, settings: Settings) -> None:

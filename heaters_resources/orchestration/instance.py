@@ -53,7 +53,12 @@ def prepare_dagster_home(settings: Settings | None = None) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     # Our own folder always gets the current dagster.yaml; a DAGSTER_HOME the user chose keeps
     # the configuration it already has.
-    if not chosen or not (home / "dagster.yaml").exists():
+    if settings.uses_ray:  # Ray mode: the same file with the Ray run launcher (ray_mode.py)
+        from heaters_resources.orchestration.ray_mode import write_instance_yaml
+
+        if not chosen or not (home / "dagster.yaml").exists():
+            write_instance_yaml(settings, REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    elif not chosen or not (home / "dagster.yaml").exists():
         shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     env = dict(os.environ)
     env.update(

@@ -113,3 +113,25 @@ def test_help_is_still_printed(
         main.run()
     assert exited.value.code == 0
     assert "refused unless --format is given" in " ".join(capsys.readouterr().out.split())
+
+
+def test_version_and_help_without_type_noise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib.metadata import version
+
+    monkeypatch.setattr(sys, "argv", ["heaters", "--version"])
+    with pytest.raises(SystemExit) as exited:
+        main.run()
+    assert (
+        exited.value.code == 0
+        and capsys.readouterr().out.strip() == f"heaters {version('heaters')}"
+    )
+    monkeypatch.setattr(sys, "argv", ["heaters", "cleanup", "--help"])
+    with pytest.raises(SystemExit):
+        main.run()
+    out = capsys.readouterr().out
+    assert "--dry-run" in out and "<bool>" not in out  # a flag takes no value: no type shown
+    assert "<float range>" in out  # an option that takes one keeps it
+    # the docstring's paragraph re-flowed, not cut where the source line ended
+    assert "the objects that overwrites scheduled" in " ".join(out.replace("│", " ").split())

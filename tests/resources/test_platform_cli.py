@@ -56,6 +56,12 @@ def test_demo_and_asset_materialize(home: Path) -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["clips"] == len(SAMPLE_CUTS) + 1
     assert "pending_review" in proc.stderr  # the summary table
+    # each step named with its time and its Dagster run; the log and the UI link said
+    assert len(out["runs"]) == 2 and all(out["runs"]), out
+    said = " ".join(proc.stderr.split())  # rich wraps long lines at the terminal's width
+    for run_id in out["runs"]:
+        assert f"(run {run_id})" in said
+    assert "Dagster log:" in said and f"/runs/{out['runs'][-1]}" in said
     db = _db(home)
     with db.session() as s:
         clips = list(s.scalars(select(Clip).order_by(Clip.start_frame)))
