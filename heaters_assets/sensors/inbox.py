@@ -16,11 +16,13 @@ from sqlalchemy import select
 from heaters_resources import states
 from heaters_resources.db.models import SourceVideo
 from heaters_resources.fingerprint import file_fingerprint
+from heaters_resources.inbox import file_away
 from heaters_resources.orchestration.resources import (
     DatabaseResource,
     ObjectStoreResource,
     SettingsResource,
 )
+from heaters_resources.store.uploads import upload_source
 
 VIDEO_SUFFIXES = {
     ".mp4",
@@ -39,11 +41,16 @@ VIDEO_SUFFIXES = {
 
 
 def register_once(
-    database: DatabaseResource, source: str, identity: str, title: str, fingerprint: str
+    database: DatabaseResource,
+    source: str,
+    identity: str,
+    title: str,
+    fingerprint: str,
+    inbox_path: str | None = None,
 ) -> bool:
     """Create a ``new`` source video for ``identity`` unless one exists, or one holds the same
     content (``fingerprint``: the file dropped in the inbox and given to ``heaters demo`` is one
-    video); True if created."""
+    video); True if created. ``inbox_path``: the dropped file (filed away once ingested)."""
     db = database.get_database()
     with db.session() as session:
         exists = session.scalar(
@@ -53,8 +60,11 @@ def register_once(
         )
     if exists is not None:
         return False
+    info = {"inbox_identity": identity}
+    if inbox_path is not None:
+        info["inbox_path"] = inbox_path
     _, created = states.register_source_video(
-        db, source, fingerprint=fingerprint, title=title, info={"inbox_identity": identity}
+        db, source, fingerprint=fingerprint, title=title, info=info
     )
     return created
 
@@ -71,6 +81,9 @@ def inbox_sensor(
     inbox = Path(config.home) / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    filed = file_away(database.get_database(), inbox)
+    for vid, outcome, target in filed:
+        context.log.info(f"inbox: video {vid}'s file moved to {outcome}/{target.name}")
     now, added = time.time(), []
     for path in sorted(inbox.iterdir()):
         if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
@@ -79,8 +92,11 @@ def inbox_sensor(
         identity = f"file:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
         if seen.get(path.name) == identity or now - st.st_mtime < config.inbox_settle_seconds:
             continue  # already registered, or still being copied in
-        source = str(path.resolve())
-        if register_once(database, source, identity, path.stem, file_fingerprint(source)):
+        local = str(path.resolve())
+        fingerprint = file_fingerprint(local)
+        # Ray mode: the run may land on a node that cannot see this disk (ray_mode.py)
+        source = upload_source(config, path) if config.uses_ray else local
+        if register_once(database, source, identity, path.stem, fingerprint, inbox_path=local):
             added.append(path.name)
         seen[path.name] = identity
     seen = {k: v for k, v in seen.items() if (inbox / k).exists()}
@@ -88,7 +104,7 @@ def inbox_sensor(
         context.log.info(f"registered {len(added)} inbox file(s): {', '.join(added)}")
     return dg.SensorResult(
         cursor=json.dumps(seen, sort_keys=True),
-        skip_reason=None if added else "no new files in the inbox",
+        skip_reason=None if added else f"no new files in the inbox ({len(filed)} filed away)",
     )
 
 

@@ -68,19 +68,10 @@ def register(db: Database, source: str, *, new: bool, title: str | None = None) 
     settings = Settings.from_env()
     if settings.uses_ray and not _URL.match(normalized):
         # The key is derived from the content: the same file submitted twice is one object.
+        from heaters_resources.store.uploads import upload_source
+
         normalized = upload_source(settings, Path(normalized))
     return states.register_source_video(db, normalized, fingerprint=fingerprint, title=title)
-
-
-def upload_source(settings: Settings, path: Path) -> str:
-    """Upload a local video to the store (``uploads/<content hash>/<name>``): its source."""
-    from heaters_resources.fingerprint import file_fingerprint
-    from heaters_resources.store.objects import object_store_from_settings
-
-    digest = file_fingerprint(path).rsplit(":", 1)[-1][:16]
-    key = f"uploads/{digest}/{path.name}"
-    object_store_from_settings(settings).upload_file(path, key)
-    return f"store:{key}"
 
 
 def submit(

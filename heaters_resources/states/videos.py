@@ -11,9 +11,11 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -89,6 +91,18 @@ def register_source_video(
     return db.run(work)
 
 
+def move_source(db: Database, video_id: int, source: str, info: Mapping[str, Any]) -> None:
+    """The video's source file moved (inbox filing): its new place, and ``info`` merged into
+    the row's ``info``. Not a state transition: the video's state is unchanged."""
+    patch = literal(dict(info), JSONB)
+    with db.session() as session:
+        session.execute(
+            update(SourceVideo)
+            .where(SourceVideo.id == video_id)
+            .values(source=source, info=SourceVideo.info.op("||")(patch), updated_at=func.now())
+        )
+
+
 def get_source_video(db: Database, video_id: int) -> SourceVideo:
     with db.session() as session:
         video = session.get(SourceVideo, video_id)
@@ -155,6 +169,10 @@ def complete_downloading(
             [k for k in (old.original_key, old.normalized_key) if k and k not in new_keys],
             "redownload",
         )
+        values = dict(metadata)
+        if isinstance(values.get("info"), Mapping):
+            # merged: what registration recorded (inbox file, identity) outlives the ingest
+            values["info"] = table.c.info.op("||")(literal(dict(values["info"]), JSONB))
         session.execute(
             update(table)
             .where(table.c.id == video_id)
@@ -165,7 +183,7 @@ def complete_downloading(
                 lease_id=None,
                 original_key=original_key,
                 normalized_key=normalized_key,
-                **metadata,
+                **values,
             )
         )
         return TransitionResult("source_video", video_id, old.state, to_state)

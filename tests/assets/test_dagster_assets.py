@@ -3,13 +3,14 @@ cursors, re-splice backfill, review jobs, failures. Real Postgres (embedded), re
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from heaters_assets.assets.videos import clip_splits
 from heaters_assets.definitions import build_definitions
@@ -219,6 +220,49 @@ def test_inbox_sensor_registers_each_file_once(
         titles = sorted(v.title for v in s.scalars(select(SourceVideo)))
     assert titles == ["first", "second"]
     assert out.cursor and resumed.skip_reason
+
+
+def test_inbox_files_move_to_done_or_failed_with_a_note(
+    instance: dg.DagsterInstance,
+    db: Database,
+    resources: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from heaters_media.errors import MediaError
+    from heaters_resources import steps
+    from heaters_resources.db.models import SourceVideo
+
+    monkeypatch.setenv("HEATERS_INBOX_SETTLE_SECONDS", "0")
+    inbox = Path(resources["settings"].heaters_home) / "inbox"
+    inbox.mkdir(parents=True)
+    make_video(inbox / "good.mp4", [20, 20], size=(64, 36))
+    (inbox / "bad.mp4").write_bytes(b"not a video at all" * 100)
+
+    def tick() -> dg.SensorResult:
+        return inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+    tick()  # registers both; nothing to file yet (not ingested)
+    assert (inbox / "good.mp4").exists() and (inbox / "bad.mp4").exists()
+    store = resources["object_store"].get_store()
+    with db.session() as s:
+        ids = {v.title: v.id for v in s.scalars(select(SourceVideo))}
+    for vid in ids.values():
+        with contextlib.suppress(MediaError):
+            steps.ingest_source_video(db, store, vid)
+    tick()
+    assert not (inbox / "good.mp4").exists() and not (inbox / "bad.mp4").exists()
+    done, failed = inbox / "done" / "good.mp4", inbox / "failed" / "bad.mp4"
+    assert done.is_file() and failed.is_file()
+    assert (inbox / "done" / "good.mp4.txt").read_text() == f"video {ids['good']}: downloaded\n"
+    note = (inbox / "failed" / "bad.mp4.txt").read_text()
+    assert note.startswith(f"video {ids['bad']}: ingestion_failed\nreason: ") and len(note) > 60
+    with db.session() as s:
+        sources = {v.title: v.source for v in s.scalars(select(SourceVideo))}
+    assert sources == {"good": str(done), "bad": str(failed)}  # a retry finds the file
+    tick()  # filed once; the subfolders are not the inbox
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(SourceVideo)) == 2
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["good.mp4", "good.mp4.txt"]
 
 
 def test_review_actions_become_jobs(
