@@ -20,20 +20,12 @@ from sqlalchemy import create_engine, func, select, text
 from benchmarks.netns_cluster import Cluster, free_port, ray_env
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, SourceVideo
-from tests.dagster_graphql import graphql
+from tests.dagster_graphql import LAUNCH_BACKFILL, graphql
 
 BIN = Path(sys.executable).parent
 BUCKET = "heaters-ray"
 RUNS = """
 query { runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
 BUSY = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 

@@ -7,6 +7,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+#: The UI's *Launch backfill* mutation.
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+
 
 def graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``data`` of the answer; an HTTP error or a GraphQL ``errors`` list fails the test."""

@@ -25,7 +25,7 @@ from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from heaters_resources.db.embedded_pg import ensure_server, stop_server
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact
-from tests.dagster_graphql import graphql
+from tests.dagster_graphql import LAUNCH_BACKFILL, graphql
 
 BIN = Path(sys.executable).parent
 
@@ -147,14 +147,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
 BACKFILL_STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
