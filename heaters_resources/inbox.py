@@ -8,8 +8,8 @@ retry of a failed ingest, or a re-ingest with ``overwrite``, still finds it; a f
 ingested on a retry moves on from ``failed/`` to ``done/``.
 
 In Ray mode the file was uploaded when it was registered (its source is the stored copy), so
-only the file moves. Called by ``inbox_sensor`` on every tick: one indexed-free query over the
-inbox's videos not yet filed, which is few.
+only the file moves. Called by ``inbox_sensor`` on every tick: one query (no index) for the
+inbox's videos not yet filed.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def inbox_sensor(
         local = str(path.resolve())
         fingerprint = file_fingerprint(local)
         # Ray mode: the run may land on a node that cannot see this disk (ray_mode.py)
-        source = upload_source(config, path) if config.uses_ray else local
+        source = upload_source(config, path, fingerprint) if config.uses_ray else local
         if register_once(database, source, identity, path.stem, fingerprint, inbox_path=local):
             added.append(path.name)
         seen[path.name] = identity

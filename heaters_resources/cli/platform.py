@@ -70,7 +70,7 @@ def register(db: Database, source: str, *, new: bool, title: str | None = None) 
         # The key is derived from the content: the same file submitted twice is one object.
         from heaters_resources.store.uploads import upload_source
 
-        normalized = upload_source(settings, Path(normalized))
+        normalized = upload_source(settings, Path(normalized), fingerprint)
     return states.register_source_video(db, normalized, fingerprint=fingerprint, title=title)
 
 

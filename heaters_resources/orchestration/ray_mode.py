@@ -20,7 +20,6 @@ written to a file).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +137,3 @@ def run_resources(job_name: str, asset_keys: list[str], settings: Settings) -> d
 
 def resource_tag(job_name: str, asset_keys: list[str], settings: Settings) -> dict[str, str]:
     return {RAY_CONFIG_TAG: json.dumps(run_resources(job_name, asset_keys, settings))}
-
-
-def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The forwarded variables that are set (what a run on another node will see)."""
-    env = os.environ if environ is None else environ
-    return {k: env[k] for k in FORWARDED_ENV if env.get(k)}

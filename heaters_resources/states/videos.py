@@ -91,15 +91,19 @@ def register_source_video(
     return db.run(work)
 
 
+def _merged_info(column: Any, info: Mapping[str, Any]) -> Any:
+    """``column || info``: the row's JSONB ``info`` with ``info``'s keys added or replaced."""
+    return column.op("||")(literal(dict(info), JSONB))
+
+
 def move_source(db: Database, video_id: int, source: str, info: Mapping[str, Any]) -> None:
     """The video's source file moved (inbox filing): its new place, and ``info`` merged into
     the row's ``info``. Not a state transition: the video's state is unchanged."""
-    patch = literal(dict(info), JSONB)
     with db.session() as session:
         session.execute(
             update(SourceVideo)
             .where(SourceVideo.id == video_id)
-            .values(source=source, info=SourceVideo.info.op("||")(patch), updated_at=func.now())
+            .values(source=source, info=_merged_info(SourceVideo.info, info), updated_at=func.now())
         )
 
 
@@ -172,7 +176,7 @@ def complete_downloading(
         values = dict(metadata)
         if isinstance(values.get("info"), Mapping):
             # merged: what registration recorded (inbox file, identity) outlives the ingest
-            values["info"] = table.c.info.op("||")(literal(dict(values["info"]), JSONB))
+            values["info"] = _merged_info(table.c.info, values["info"])
         session.execute(
             update(table)
             .where(table.c.id == video_id)
