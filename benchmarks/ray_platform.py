@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -130,19 +132,25 @@ def platform(c: Cluster, home: Path, **extra_env: str) -> Iterator[Platform]:
     port = free_port("127.0.0.1")
     log = c.logs / "heaters-dev.log"
     with open(log, "wb") as out:
+        # Its own process group: `heaters dev` starts `dagster dev`, which starts a webserver,
+        # a daemon and code servers; stopping only the first left the others running.
         dev = subprocess.Popen(
-            [str(BIN / "heaters"), "dev", "--port", str(port)], env=env, stdout=out, stderr=out
+            [str(BIN / "heaters"), "dev", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
         )
         p = Platform(c, env, port, db, log)
         try:
             wait("the Dagster webserver", lambda: _answers(p), 180, lambda: log.read_text()[-3000:])
             yield p
         finally:
-            dev.terminate()
+            os.killpg(dev.pid, signal.SIGTERM)
             try:
                 dev.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                dev.kill()
+                os.killpg(dev.pid, signal.SIGKILL)
             db.dispose()
 
 
