@@ -17,6 +17,8 @@ HTTP (a new connection each), best of ``--repeat``:
 - ``queue_skipped`` / ``queue_reviewer`` / ``queue_not_embedded``: one filter each.
 - ``api_clips`` / ``api_clips_deep``: ``/api/clips`` (page 1 and the deep page).
 - ``grid``: ``/grid`` (50 pending clips, claimed).
+- ``library`` / ``library_deep``: ``/library`` (approved clips, 48 a page; page 1 and deep).
+- ``library_like``: ``/library?like=ID`` ("more like this": HNSW over the stored vectors).
 
 Target (issue 14): ``/queue`` with 10,000 clips in <= 1 s on this machine. ``loadavg_before`` /
 ``loadavg_after`` say what else the machine was doing: these are wall-clock times.
@@ -43,6 +45,7 @@ from sqlalchemy import text
 from heaters_resources.db.embedded_pg import ensure_server, stop_server
 from heaters_resources.db.engine import Database
 from heaters_resources.review import create_app
+from heaters_resources.search.index import ensure_hnsw_index
 from heaters_resources.store.objects import LocalObjectStore
 
 FILL = [
@@ -84,6 +87,11 @@ FILL = [
 ]
 DEEP = """SELECT source_video_id || '.' || start_frame || '.' || id FROM clips
           WHERE superseded_at IS NULL AND NOT short
+          ORDER BY source_video_id, start_frame, id OFFSET :skip LIMIT 1"""
+
+LIKE = "SELECT min(clip_id) FROM clip_embeddings"
+LIBRARY_DEEP = """SELECT source_video_id || '.' || start_frame || '.' || id FROM clips
+          WHERE superseded_at IS NULL AND state IN ('approved', 'embedded')
           ORDER BY source_video_id, start_frame, id OFFSET :skip LIMIT 1"""
 
 
@@ -155,8 +163,13 @@ def main() -> None:
             t0 = time.perf_counter()
             result["clips_by_state"] = fill(db, args.clips, args.per_video)
             result["fill_s"] = round(time.perf_counter() - t0, 3)
+            ensure_hnsw_index(db, "bench/queue", 8)  # what storing vectors makes
             with db.engine.connect() as conn:
                 deep = conn.execute(text(DEEP), {"skip": int(args.clips * 0.85)}).scalar()
+                like = conn.execute(text(LIKE)).scalar()
+                library_deep = conn.execute(
+                    text(LIBRARY_DEEP), {"skip": int(args.clips * 0.3)}
+                ).scalar()
             app = create_app(db, LocalObjectStore(home / "objects"))
             paths = {
                 "queue": "/queue",
@@ -167,6 +180,9 @@ def main() -> None:
                 "api_clips": "/api/clips",
                 "api_clips_deep": f"/api/clips?after={deep}",
                 "grid": "/grid",
+                "library": "/library",
+                "library_deep": f"/library?after={library_deep}",
+                "library_like": f"/library?like={like}&model=bench/queue",
             }
             with serve(app) as port:
                 get(port, "/healthz")

@@ -57,9 +57,11 @@ def manifest_rows(
     model_name: str | None = None,
     states: Sequence[str] = APPROVED_STATES,
     video_id: int | None = None,
+    clip_ids: Sequence[int] | None = None,
     batch: int = BATCH,
 ) -> Iterator[dict[str, Any]]:
-    """Manifest rows in clip id order, `batch` clips per query round.
+    """Manifest rows in clip id order, `batch` clips per query round (only `clip_ids` when
+    given: a selection made on the library page).
 
     One query a round returns every field of a row, the artifacts' keys aggregated per clip in
     SQL, as plain tuples: at a million rows ORM objects and a second artifacts query per round
@@ -67,7 +69,7 @@ def manifest_rows(
     primary key), so an export of any size holds no snapshot that would keep vacuum or HOT
     pruning of the clips table waiting.
     """
-    stmt = _manifest_select(list(states), video_id, batch)
+    stmt = _manifest_select(list(states), video_id, batch, clip_ids)
     last = 0
     while True:
         with db.engine.connect() as conn:
@@ -123,7 +125,7 @@ def manifest_rows(
 
 
 def _manifest_select(
-    states: list[str], video_id: int | None, batch: int
+    states: list[str], video_id: int | None, batch: int, clip_ids: Sequence[int] | None = None
 ) -> Select[*tuple[Any, ...]]:
     """The clips after `:after` in id order with their video and artifact keys.
 
@@ -174,6 +176,8 @@ def _manifest_select(
     )
     if video_id is not None:
         stmt = stmt.where(Clip.source_video_id == video_id)
+    if clip_ids is not None:
+        stmt = stmt.where(Clip.id.in_(list(clip_ids)))
     return stmt
 
 
@@ -256,6 +260,7 @@ def export_manifest(
     embeddings: bool = False,
     model_name: str | None = None,
     video_id: int | None = None,
+    clip_ids: Sequence[int] | None = None,
 ) -> ExportResult:
     """Write the manifest to `out` (`-`: JSONL on stdout); returns where and how many rows.
 
@@ -264,7 +269,9 @@ def export_manifest(
     if fmt not in FORMATS:
         raise InvalidInputError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
     check_target(out)
-    rows = manifest_rows(db, embeddings=embeddings, model_name=model_name, video_id=video_id)
+    rows = manifest_rows(
+        db, embeddings=embeddings, model_name=model_name, video_id=video_id, clip_ids=clip_ids
+    )
     if str(out) == "-":
         if fmt == "parquet":
             raise InvalidInputError("Parquet cannot go to stdout; give a file name")

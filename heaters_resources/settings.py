@@ -40,6 +40,18 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off (anything else is an error)."""
+    text = (_clean(env.get(name)) or "").lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, not {text!r}")
+
+
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     """A number of seconds > 0 (a limit of zero would refuse everything)."""
     value = _seconds(env, name, default)
@@ -83,6 +95,14 @@ class Settings:
     #: its cookies (None: a random one per process, so sessions end with the process).
     review_token: str | None = None
     review_secret: str | None = None
+    #: Where the review page is reached (links from Dagster's asset pages to clips).
+    review_url: str = "http://127.0.0.1:8765"
+    #: Review shows similar clips by default: the weights-free descriptor embeds each clip as
+    #: soon as it is ready for review (cheap; no state change). Off: only embedded clips have
+    #: neighbours.
+    review_similar: bool = True
+    #: Owners of every Dagster asset: e-mail addresses or ``team:<name>`` (comma-separated).
+    asset_owners: tuple[str, ...] = ("team:curation",)
     #: URL downloads (yt-dlp): the most bytes one may write, its overall deadline, and how long
     #: it may stall (silent, or under 64 KiB in that time) before it fails as download_failed.
     max_download_bytes: int = 20 * 1024**3
@@ -120,6 +140,13 @@ class Settings:
             archive_grace_seconds=_seconds(env, "HEATERS_ARCHIVE_GRACE_SECONDS", 60.0),
             review_token=_clean(env.get("HEATERS_REVIEW_TOKEN")),
             review_secret=_clean(env.get("HEATERS_REVIEW_SECRET")),
+            review_url=_clean(env.get("HEATERS_REVIEW_URL")) or "http://127.0.0.1:8765",
+            review_similar=_flag(env, "HEATERS_REVIEW_SIMILAR", True),
+            asset_owners=tuple(
+                o.strip()
+                for o in (_clean(env.get("HEATERS_ASSET_OWNERS")) or "team:curation").split(",")
+                if o.strip()
+            ),
             max_download_bytes=_bytes(env, "HEATERS_MAX_DOWNLOAD_BYTES", 20 * 1024**3),
             download_timeout_seconds=_positive(env, "HEATERS_DOWNLOAD_TIMEOUT_SECONDS", 7200.0),
             download_stall_seconds=_positive(env, "HEATERS_DOWNLOAD_STALL_SECONDS", 60.0),

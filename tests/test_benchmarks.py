@@ -207,7 +207,8 @@ def test_bench_neardup_runs() -> None:
 def test_bench_queue_runs() -> None:
     result = _last_json(_bench("-m", "benchmarks.bench_queue", "--clips", "300", "--repeat", "1"))
     assert sum(result["clips_by_state"].values()) == 300
-    for key in ("queue", "queue_deep", "queue_reviewer", "api_clips", "api_clips_deep", "grid"):
+    keys = ("queue", "queue_deep", "queue_reviewer", "api_clips", "api_clips_deep", "grid")
+    for key in (*keys, "library", "library_deep", "library_like"):
         assert _positive(result[f"{key}_s"]), key
     assert len(result["loadavg_before"]) == 3 and len(result["loadavg_after"]) == 3
 

@@ -14,16 +14,21 @@ from typing import Any
 
 import dagster as dg
 
+from heaters_assets import previews
 from heaters_assets.assets.videos import clip_splits
 from heaters_assets.config import ClipArtifactsConfig
-from heaters_assets.materializations import per_video, video_ids
+from heaters_assets.materializations import check_result, per_video, video_ids
 from heaters_assets.partitions import CLIP_BACKFILL_POLICY, source_videos_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.db.engine import Database
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.search.space import DESCRIPTOR_MODEL
+from heaters_resources.settings import Settings
 from heaters_resources.states import leases
+from heaters_resources.steps import embeddings
+from heaters_resources.steps.common import describe_error
 from heaters_resources.store import keys
 from heaters_resources.store.objects import ObjectStore
 
@@ -32,16 +37,17 @@ SPRITE_SHEET = dg.AssetKey(names.SPRITE_SHEET_ASSET)
 
 
 def _check(
-    context: dg.AssetExecutionContext, asset: dg.AssetKey, name: str, problems: list[str]
+    context: dg.AssetExecutionContext,
+    asset: dg.AssetKey,
+    name: str,
+    problems: list[str],
+    checked: int,
+    what: str,
 ) -> Iterator[dg.AssetCheckResult]:
-    """The check's result, when the run selected that check (a subset may leave it out)."""
+    """The check's result, when the run selected that check (a subset may leave it out), with
+    its verdict in words (``what``: what a passing clip has)."""
     if dg.AssetCheckKey(asset, name) in context.selected_asset_check_keys:
-        yield dg.AssetCheckResult(
-            asset_key=asset,
-            check_name=name,
-            passed=not problems,
-            metadata={"problems": dg.MetadataValue.json(problems[:50])},
-        )
+        yield check_result(name, problems, checked, what, asset=asset)
 
 
 @dg.multi_asset(
@@ -51,6 +57,7 @@ def _check(
             KEYFRAMES,
             deps=[clip_splits],
             group_name=names.CLIPS_GROUP,
+            owners=names.asset_owners(),
             skippable=True,
             description="JPEG keyframes of each clip of the video (midpoint or 25/50/75 %).",
             kinds={"image"},
@@ -59,6 +66,7 @@ def _check(
             SPRITE_SHEET,
             deps=[KEYFRAMES],
             group_name=names.CLIPS_GROUP,
+            owners=names.asset_owners(),
             skippable=True,
             description="Sprite sheet for scrubbing + its metadata JSON for each clip of the "
             "video, which is then ready for review.",
@@ -125,45 +133,108 @@ def _clip_artifacts(
         overwrite=config.overwrite,
         progress=run_log_progress(context, "keyframes + sprites"),
     )
+    # Clips keyframed in this run got their sprite in it too.
+    sp_all = sorted(set(sp_clips) | set(kf_clips), key=lambda c: keys.parse_clip_identifier(c[1]))
+    figures = previews.clip_figures(db, [i for _, i in sp_all])
+    similar = _describe_for_review(context, db, store, sp_out.done, config.strategy)
     failed: list[steps.ClipBatchOutcome] = []
     if KEYFRAMES in selected:
-        yield from per_video(
-            context, KEYFRAMES, kf_out, kf_clips, common={"strategy": config.strategy}
+        yield from _events(
+            context,
+            store,
+            KEYFRAMES,
+            "keyframe",
+            kf_out,
+            kf_clips,
+            figures,
+            common={"strategy": config.strategy, **similar},
         )
         problems = steps.artifact_problems(db, store, kf_out.done, "keyframe")
-        yield from _check(context, KEYFRAMES, "keyframes_stored", problems)
+        yield from _check(
+            context,
+            KEYFRAMES,
+            "keyframes_stored",
+            problems,
+            len(kf_out.done),
+            "have every keyframe in the store",
+        )
         failed += [kf_out] if kf_out.failed else []
     if SPRITE_SHEET in selected:
-        # Clips keyframed in this run got their sprite in it too.
-        clips = sorted(
-            set(sp_clips) | set(kf_clips), key=lambda c: keys.parse_clip_identifier(c[1])
+        params = {"tile_width": config.tile_width, "max_fps": config.max_fps, "cols": config.cols}
+        yield from _events(
+            context, store, SPRITE_SHEET, "sprite_sheet", sp_out, sp_all, figures, common=params
         )
-        yield from _sprite_events(context, config, db, store, sp_out, clips)
+        problems = steps.artifact_problems(db, store, sp_out.done, "sprite_sheet")
+        yield from _check(
+            context,
+            SPRITE_SHEET,
+            "sprite_matches_image",
+            problems,
+            len(sp_out.done),
+            "have a sprite sheet whose metadata matches the stored image",
+        )
         failed += [sp_out] if sp_out.failed else []
     for out in failed:
         out.raise_for_failures()
 
 
-def _sprite_events(
+def _events(
     context: dg.AssetExecutionContext,
-    config: ClipArtifactsConfig,
-    db: Any,
-    store: Any,
+    store: ObjectStore,
+    asset: dg.AssetKey,
+    kind: str,
     out: steps.ClipBatchOutcome,
     clips: list[tuple[int, str]],
-) -> Iterator[Any]:
-    """The sprite asset's per-video materializations (with a preview) and its check."""
-    # Each video's preview is the sprite of its own first finished clip.
-    first_done: dict[int, str] = {}
+    figures: dict[str, previews.ClipFigures],
+    common: dict[str, Any],
+) -> Iterator[dg.AssetMaterialization]:
+    """The asset's per-video materializations, each with its own first finished clip's image
+    inline and links to the review page."""
     done = set(out.done)
+    first: dict[int, str] = {}
+    counts: dict[int, int] = {}
     for vid, ident in clips:
         if ident in done:
-            first_done.setdefault(vid, ident)
-    previews = {
-        vid: {"preview": dg.MetadataValue.path(store.url(steps.sprite_key_of(db, ident)))}
-        for vid, ident in first_done.items()
+            first.setdefault(vid, ident)
+            counts[vid] = counts.get(vid, 0) + 1
+    extra = {
+        vid: {
+            "preview": dg.MetadataValue.md(
+                previews.preview_markdown(store, figures[ident], kind, vid, counts[vid])
+            )
+        }
+        for vid, ident in first.items()
+        if ident in figures
     }
-    params = {"tile_width": config.tile_width, "max_fps": config.max_fps, "cols": config.cols}
-    yield from per_video(context, SPRITE_SHEET, out, clips, common=params, extra=previews)
-    problems = steps.artifact_problems(db, store, out.done, "sprite_sheet")
-    yield from _check(context, SPRITE_SHEET, "sprite_matches_image", problems)
+    yield from per_video(
+        context, asset, out, clips, common=common, extra=extra, figures=figures, image_kind=kind
+    )
+
+
+def _describe_for_review(
+    context: dg.AssetExecutionContext,
+    db: Database,
+    store: ObjectStore,
+    identifiers: list[str],
+    strategy: str,
+) -> dict[str, Any]:
+    """Similar clips during review (HEATERS_REVIEW_SIMILAR, on by default): the weights-free
+    descriptor embeds the clips now ready for review, without a state change. Best effort: a
+    problem is logged and reported in the metadata, never fails the run (the clips are fine)."""
+    if not identifiers or not Settings.from_env().review_similar:
+        return {}
+    try:
+        out = embeddings.embed_clips(
+            db,
+            store,
+            identifiers,
+            model=DESCRIPTOR_MODEL,
+            strategy="keyframe_multi_avg" if strategy == "multi" else "keyframe_midpoint",
+            before_review=True,
+        )
+    except Exception as exc:
+        context.log.warning(f"similar clips during review: the descriptor failed: {exc}")
+        return {"review_descriptor": f"failed: {describe_error(exc)}"}
+    if out.failed:
+        context.log.warning(f"similar clips during review: {len(out.failed)} clip(s) not embedded")
+    return {"review_descriptor": f"{len(out.done)} clips embedded with {DESCRIPTOR_MODEL}"}

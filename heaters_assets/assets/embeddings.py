@@ -12,8 +12,9 @@ from typing import Any
 
 import dagster as dg
 
+from heaters_assets import previews
 from heaters_assets.assets.clips import KEYFRAMES
-from heaters_assets.materializations import per_video, video_ids
+from heaters_assets.materializations import check_result, per_video, video_ids
 from heaters_assets.partitions import EMBEDDING_BACKFILL_POLICY, source_videos_partitions
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
@@ -45,6 +46,7 @@ class EmbeddingConfig(dg.Config):
 @dg.asset(
     partitions_def=source_videos_partitions,
     group_name=names.CLIPS_GROUP,
+    owners=names.asset_owners(),
     deps=[KEYFRAMES],
     output_required=False,
     backfill_policy=EMBEDDING_BACKFILL_POLICY,
@@ -94,13 +96,18 @@ def clip_embedding(
         "dimension": dimension,
         "run_images_per_second": float(d.get("images_per_second", 0.0)),
     }
-    yield from per_video(context, context.asset_key, out, clips, common=common)
-    problems = embedding_problems(db, out.done, d["model"], d["strategy"], dimension)
-    yield dg.AssetCheckResult(
-        check_name=CHECK,
-        passed=not problems,
-        metadata={"problems": dg.MetadataValue.json(problems[:50])},
+    figures = previews.clip_figures(db, [ident for _, ident in clips])
+    yield from per_video(
+        context,
+        context.asset_key,
+        out,
+        clips,
+        common=common,
+        figures=figures,
+        image_kind="keyframe",
     )
+    problems = embedding_problems(db, out.done, d["model"], d["strategy"], dimension)
+    yield check_result(CHECK, problems, len(out.done), "have the model's dimension and unit norm")
     out.raise_for_failures()
 
 

@@ -7,17 +7,52 @@ add what Dagster users see (metadata, progress, checks, clip partitions).
 import dagster as dg
 
 from heaters_assets.config import IngestConfig, SceneConfig
+from heaters_assets.materializations import TABLE_ROWS, check_result
 from heaters_assets.partitions import source_videos_partitions
+from heaters_assets.previews import clip_figures, review_url
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
+from heaters_resources.db.engine import Database
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
 from heaters_resources.states import leases
+
+#: Cut frames listed in the metadata (a long video names the first ones and the count).
+CUTS_SHOWN = 40
+
+_CLIP_TABLE = dg.TableSchema(
+    columns=[
+        dg.TableColumn("clip", "string"),
+        dg.TableColumn("start_frame", "int"),
+        dg.TableColumn("frames", "int"),
+        dg.TableColumn("duration_s", "float"),
+        dg.TableColumn("review", "string", description="the clip on the review page"),
+    ]
+)
+
+
+def _clip_table(db: Database, identifiers: list[str]) -> dg.MetadataValue:
+    """The video's clips (the first TABLE_ROWS) as a table rather than a JSON list of cuts."""
+    figures = clip_figures(db, identifiers[:TABLE_ROWS])
+    rows = [
+        dg.TableRecord(
+            {
+                "clip": f.identifier,
+                "start_frame": f.start_frame,
+                "frames": f.frames,
+                "duration_s": f.duration,
+                "review": review_url(clip_id=f.id),
+            }
+        )
+        for f in sorted(figures.values(), key=lambda f: f.start_frame)
+    ]
+    return dg.MetadataValue.table(rows, schema=_CLIP_TABLE)
 
 
 @dg.asset(
     partitions_def=source_videos_partitions,
     group_name=names.VIDEOS_GROUP,
+    owners=names.asset_owners(),
     op_tags=names.MEDIA_TAGS,
     description="The video, fetched (yt-dlp) or copied, normalized when needed, probed, stored.",
     kinds={"video"},
@@ -62,6 +97,7 @@ def source_video(
 @dg.asset(
     partitions_def=source_videos_partitions,
     group_name=names.VIDEOS_GROUP,
+    owners=names.asset_owners(),
     deps=[source_video],
     op_tags=names.MEDIA_TAGS,
     description="Scene detection and frame-accurate cutting into clips (rows + objects).",
@@ -104,7 +140,9 @@ def clip_splits(
         metadata={
             "clips": len(out.identifiers),
             "short_clips": out.short_clips,
-            "cut_frames": dg.MetadataValue.json(out.cut_frames),
+            "cut_frames": ", ".join(map(str, out.cut_frames[:CUTS_SHOWN]))
+            + (f" ... ({len(out.cut_frames)} cuts)" if len(out.cut_frames) > CUTS_SHOWN else ""),
+            "clip_table": _clip_table(db, out.identifiers),
             "first_clip": out.identifiers[0] if out.identifiers else "",
             "last_clip": out.identifiers[-1] if out.identifiers else "",
             "stream_copied": out.copied,
@@ -117,10 +155,6 @@ def clip_splits(
             "skipped": out.skipped,
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="clips_tile_video",
-                passed=not gaps,
-                metadata={"problems": dg.MetadataValue.json(gaps)},
-            )
+            check_result("clips_tile_video", gaps, len(out.identifiers), "clips tile the video")
         ],
     )

@@ -18,3 +18,9 @@ VideoId = Annotated[
     int | None,
     typer.Option(min=1, max=MAX_ID, help="Only clips of this video (its id)."),
 ]
+
+#: Read commands print a table for people, or with --json one JSON document for scripts: never
+#: both (a table on stderr next to JSON on stdout interleaved badly in terminals).
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout instead of the table.")
+]

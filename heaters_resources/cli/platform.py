@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from heaters_resources import faults, states
-from heaters_resources.cli.options import MAX_ID
+from heaters_resources.cli.options import MAX_ID, AsJson
 from heaters_resources.db.engine import Database, get_database
 from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
 from heaters_resources.fingerprint import source_fingerprint
@@ -101,7 +103,7 @@ def status(
     video: Annotated[
         int | None, typer.Option(min=1, max=MAX_ID, help="Show one video's clips.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Videos and clips by state, with the reasons of failures."""
     db = get_database()
@@ -166,9 +168,13 @@ def status(
         counts = ", ".join(f"{k} {n}" for k, n in sorted(per_video.get(v.id, {}).items()))
         if shorts.get(v.id):
             counts += f" ({shorts[v.id]} short, not in review)"
-        table.add_row(str(v.id), v.state, (v.title or v.source)[:50], counts, (v.error or "")[:60])
-    console.print(table)
-    console.print(
+        state = (
+            f"{v.state} ({VIDEO_STATE_WORDS[v.state]})" if v.state in VIDEO_STATE_WORDS else v.state
+        )
+        table.add_row(str(v.id), state, (v.title or v.source)[:50], counts, (v.error or "")[:60])
+    out = Console()  # the answer goes to stdout (notes and progress go to stderr)
+    out.print(table)
+    out.print(
         "clips by state: "
         + (", ".join(f"{k} {n}" for k, n in sorted(clip_counts.items())) or "none")
         + (f"; {sum(shorts.values())} short clip(s) kept out of review" if shorts else "")
@@ -186,7 +192,7 @@ def status(
                 f"{c.end_time:.2f}",
                 (c.error or "")[:60],
             )
-        console.print(ct)
+        out.print(ct)
 
 
 def _per_video_counts(session: Session) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
@@ -286,13 +292,10 @@ def demo(
             # All clips of the video in one run: the clip-level assets are partitioned by video.
             what = f"{n} clips: keyframes + sprites"
         step = time.perf_counter()
-        with console.status(f"{what} (dagster job execute)"):
-            tags = json.dumps({"dagster/partition": str(vid)})
-            run_dagster(
-                ["job", "execute", "-m", names.DEFINITIONS_MODULE, "-j", job, "--tags", tags],
-                env,
-                log,
-            )
+        tags = json.dumps({"dagster/partition": str(vid)})
+        args = ["job", "execute", "-m", names.DEFINITIONS_MODULE, "-j", job, "--tags", tags]
+        counter = _video_stage if job == names.INGEST_VIDEO_JOB else _clips_ready
+        with_progress(what, partial(run_dagster, args, env, log), partial(counter, db, vid))
         run_id = _latest_run_id(instance, job, str(vid))
         run_ids.append(run_id)
         console.print(
@@ -311,6 +314,84 @@ def demo(
             {"video_id": vid, "clips": len(keys), "seconds": round(seconds, 1), "runs": run_ids}
         )
     )
+
+
+#: A video's state in words, for people new to the names (`heaters status`, the demo's bar).
+VIDEO_STATE_WORDS = {
+    "new": "waiting for its ingest run",
+    "downloading": "fetching / normalizing",
+    "downloaded": "stored and probed",
+    "splicing": "detecting shots, cutting clips",
+    "spliced": "cut into clips",
+    "ingestion_failed": "fetch or probe failed",
+    "splicing_failed": "shot detection or cutting failed",
+}
+#: How far an ingest run is, by the video's state (of 3 steps).
+_INGEST_STEPS = {"new": 0, "downloading": 0, "downloaded": 1, "splicing": 2, "spliced": 3}
+
+
+def _video_stage(db: Database, vid: int) -> tuple[int, int, str]:
+    """(done, total, note) of an ingest run, read from the video's row."""
+    state = states.get_source_video(db, vid).state
+    return _INGEST_STEPS.get(state, 3), 3, VIDEO_STATE_WORDS.get(state, state)
+
+
+def _clips_ready(db: Database, vid: int) -> tuple[int, int, str]:
+    """(clips done, clips, note) of an artifacts run: clips past their sprite count as done."""
+    with db.session() as s:
+        rows = dict(
+            s.execute(
+                select(Clip.state, func.count())
+                .where(Clip.source_video_id == vid, Clip.superseded_at.is_(None))
+                .group_by(Clip.state)
+            ).all()
+        )
+    busy = ("spliced", "keyframing", "keyframed", "generating_sprite")
+    total = sum(rows.values())
+    failed = sum(n for st, n in rows.items() if st.endswith("_failed"))
+    done = total - sum(rows.get(st, 0) for st in busy)
+    return done, total, f"{failed} failed" if failed else "clips ready for review"
+
+
+def with_progress(
+    what: str, work: Callable[[], Any], count: Callable[[], tuple[int, int, str]]
+) -> None:
+    """Run ``work`` (a blocking Dagster CLI call) while a progress bar shows what ``count``
+    reads from the database every half second: done of total, the elapsed time, and a note.
+    A database hiccup while polling leaves the bar where it was; ``work``'s error is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[note]}"),
+    )
+    with Progress(*columns, console=console) as bar, ThreadPoolExecutor(1) as pool:
+        task = bar.add_task(what, total=None, note="")
+        running = pool.submit(work)
+        while True:
+            finished = running.done()
+            try:
+                done, total, note = count()
+                bar.update(task, completed=done, total=total or None, note=note)
+            except Exception:
+                pass
+            if finished:
+                break
+            time.sleep(0.5)
+        running.result()
 
 
 def _latest_run_id(instance: Any, job: str, partition: str) -> str | None:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import typer
 
-from heaters_resources.cli.options import VideoId
+from heaters_resources.cli.options import MAX_ID, VideoId
 from heaters_resources.db.engine import get_database
 from heaters_resources.settings import Settings
 from heaters_resources.store.objects import object_store_from_settings
@@ -130,6 +130,15 @@ def export(
     embeddings: Annotated[bool, typer.Option(help="Include embedding vectors.")] = False,
     model: Annotated[str | None, typer.Option(help="Only embeddings of this model.")] = None,
     video: VideoId = None,
+    clip: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--clip",
+            min=1,
+            max=MAX_ID,
+            help="Only this clip (repeat it: a selection, as the library page's export).",
+        ),
+    ] = None,
 ) -> None:
     """Write approved clips as a manifest (ids, source, times, storage keys, embeddings)."""
     from heaters_media.errors import MediaError
@@ -145,6 +154,7 @@ def export(
             embeddings=embeddings,
             model_name=model,
             video_id=video,
+            clip_ids=clip or None,
         )
     except (RuntimeError, ValueError, MediaError) as exc:
         typer.echo(f"heaters: {exc}", err=True)

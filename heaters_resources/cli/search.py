@@ -1,7 +1,8 @@
 """Search commands of ``heaters``: similar, search, near-duplicates, embed-missing.
 
-Each prints a Rich table on stderr and JSON on stdout (pipe it to jq); errors print a JSON
-error object and exit 2. They call the same functions as the review page
+Each prints a Rich table on stdout, or with ``--json`` one JSON document instead (pipe it to
+jq); notes go to stderr. Errors exit 2 with one ``heaters: error (kind): ...`` line on stderr, or
+with ``--json`` a JSON error object on stdout. They call the same functions as the review page
 (:mod:`heaters_resources.search.similarity`, :mod:`heaters_resources.steps.embeddings`).
 """
 
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heaters_media.errors import MediaError
-from heaters_resources.cli.options import MAX_ID
+from heaters_resources.cli.options import MAX_ID, AsJson
 from heaters_resources.db.engine import get_database
 from heaters_resources.errors import HeatersStateError
 from heaters_resources.orchestration import names
@@ -31,6 +32,7 @@ from heaters_resources.settings import Settings
 from heaters_resources.steps import embeddings
 
 console = Console(stderr=True)
+stdout_console = Console()
 
 Model = Annotated[
     str | None,
@@ -50,22 +52,35 @@ Strategy = Annotated[
         "HEATERS_EMBEDDING_STRATEGY or keyframe_multi_avg).",
     ),
 ]
-K = Annotated[int, typer.Option("-k", min=1, max=1000, help="How many clips.")]
+K = Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many clips.")]
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Known failures as a JSON error on stdout + a red line on stderr, exit code 2."""
+def _errors(as_json: bool) -> Iterator[None]:
+    """Known failures, exit code 2: a JSON error object on stdout with --json, else one
+    ``heaters: error (kind): ...`` line on stderr (never a traceback)."""
     try:
         yield
     except (MediaError, HeatersStateError, ValueError) as exc:
         kind = getattr(exc, "kind", type(exc).__name__)
-        console.print(f"[red]error[/red] ({kind}): {exc}")
-        print(json.dumps({"status": "error", "error": {"type": kind, "message": str(exc)}}))
+        if as_json:
+            print(json.dumps({"status": "error", "error": {"type": kind, "message": str(exc)}}))
+        else:
+            message = " ".join(str(exc).split())
+            typer.echo(f"heaters: error ({kind}): {message}", err=True)
         raise typer.Exit(2) from None
 
 
-def _clip_table(title: str, rows: Sequence[similarity.SimilarClip]) -> None:
+def _emit(as_json: bool, document: dict[str, Any], *tables: Any) -> None:
+    """The command's answer: the JSON document, or the tables (Rich renderables) for people."""
+    if as_json:
+        print(json.dumps(document))
+        return
+    for table in tables:
+        stdout_console.print(table)
+
+
+def _clip_table(title: str, rows: Sequence[similarity.SimilarClip]) -> Table:
     table = Table(title=title)
     for col in ("#", "clip id", "identifier", "video", "state", "distance", "similarity"):
         table.add_column(col)
@@ -79,7 +94,7 @@ def _clip_table(title: str, rows: Sequence[similarity.SimilarClip]) -> None:
             f"{r.distance:.4f}",
             f"{r.similarity:.4f}",
         )
-    console.print(table)
+    return table
 
 
 def _space(model: str | None, strategy: str | None) -> tuple[str, str]:
@@ -94,23 +109,23 @@ def similar(
     exclude_same_video: Annotated[
         bool, typer.Option(help="Leave out clips of the clip's own source video.")
     ] = False,
+    as_json: AsJson = False,
 ) -> None:
     """The clips nearest to CLIP (cosine distance, pgvector HNSW), never CLIP itself."""
     model, strategy = _space(model, strategy)
-    with _errors():
+    with _errors(as_json):
         rows = similarity.similar_clips(
             get_database(), clip, k, model, strategy, exclude_same_video
         )
-    _clip_table(f"clips similar to {clip} ({model}, {strategy})", rows)
-    print(
-        json.dumps(
-            {
-                "clip": clip,
-                "model": model,
-                "strategy": strategy,
-                "results": [r.to_dict() for r in rows],
-            }
-        )
+    _emit(
+        as_json,
+        {
+            "clip": clip,
+            "model": model,
+            "strategy": strategy,
+            "results": [r.to_dict() for r in rows],
+        },
+        _clip_table(f"clips similar to {clip} ({model}, {strategy})", rows),
     )
 
 
@@ -126,23 +141,23 @@ def search(
         ),
     ] = None,
     offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Text -> clip search with a CLIP model (its text and image vectors share one space)."""
     model, strategy = _space(model, strategy)
-    with _errors():
+    with _errors(as_json):
         rows = similarity.search_text(
             get_database(), query, k, model, strategy, model_path=model_path, offline=offline
         )
-    _clip_table(f"clips matching {query!r} ({model})", rows)
-    print(
-        json.dumps(
-            {
-                "query": query,
-                "model": model,
-                "strategy": strategy,
-                "results": [r.to_dict() for r in rows],
-            }
-        )
+    _emit(
+        as_json,
+        {
+            "query": query,
+            "model": model,
+            "strategy": strategy,
+            "results": [r.to_dict() for r in rows],
+        },
+        _clip_table(f"clips matching {query!r} ({model})", rows),
     )
 
 
@@ -185,11 +200,12 @@ def near_duplicates(
             help="Also search N sampled clips exactly and report the graph's recall@per-clip.",
         ),
     ] = 0,
+    as_json: AsJson = False,
 ) -> None:
     """Pairs of clips whose embeddings are closer than THRESHOLD, closest first: one pass over
     the space's vectors (a k-nearest-neighbour graph built in batch)."""
     model, strategy = _space(model, strategy)
-    with _errors():
+    with _errors(as_json):
         db = get_database()
         space.require_stored_space(db, model, strategy)
         found = duplicates.find_near_duplicates(
@@ -215,24 +231,20 @@ def near_duplicates(
             "yes" if p.a.source_video_id == p.b.source_video_id else "",
             f"{p.distance:.4f}",
         )
-    console.print(table)
     summary = found.summary()
     recall = "" if found.recall is None else f", recall@{per_clip} {found.recall:.3f}"
-    console.print(
+    note = (
         f"{found.engine}: {found.queried} of {found.clips} clips searched in "
         f"{summary['seconds'].get('total', 0.0)} s{recall}"
     )
-    print(
-        json.dumps(
-            {
-                "model": model,
-                "strategy": strategy,
-                "threshold": threshold,
-                "pairs": [p.to_dict() for p in pairs],
-                **summary,
-            }
-        )
-    )
+    document = {
+        "model": model,
+        "strategy": strategy,
+        "threshold": threshold,
+        "pairs": [p.to_dict() for p in pairs],
+        **summary,
+    }
+    _emit(as_json, document, table, note)
 
 
 def embed_missing(
@@ -245,13 +257,14 @@ def embed_missing(
     local: Annotated[
         bool, typer.Option(help="Embed here, without Dagster (small libraries, no daemon).")
     ] = False,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    as_json: AsJson = False,
 ) -> None:
     """Embed only the clips (approved/embedded) that lack MODEL/STRATEGY vectors: one
     `dagster job execute` of embed_clips_job per range of at most 50 videos, or --local."""
     model, strategy = _space(model, strategy)
     settings = Settings.from_env()
-    with _errors():
+    with _errors(as_json):
         space.check_strategy(strategy)  # an unknown one would list "nothing missing"
         db = get_database(settings)
         missing = embeddings.clips_missing_embedding(db, model, strategy)
@@ -279,9 +292,29 @@ def embed_missing(
             )
         else:
             report["runs"] = _launch(settings, videos, model, strategy, model_path, batch_size)
-    print(json.dumps(report))
+    _emit(as_json, report, *_missing_tables(report))
     if report.get("failed"):
         raise typer.Exit(1)
+
+
+def _missing_tables(report: dict[str, Any]) -> list[Any]:
+    """embed-missing's answer for people: the runs (launched or planned) or what --local did."""
+    shown: list[Any] = []
+    if "runs" in report:
+        table = Table(title=f"embedding runs over video partitions ({report['model']})")
+        table.add_column("first video")
+        table.add_column("last video")
+        for first, last in report["runs"]:
+            table.add_row(first, last)
+        shown.append(table)
+    if "done" in report:
+        shown.append(
+            f"embedded {len(report['done'])} clips in {report['seconds']} s; "
+            f"{len(report['failed'])} failed, {len(report['skipped'])} skipped"
+        )
+        for ident, reason in report["failed"].items():
+            shown.append(f"failed {ident}: {reason}")
+    return shown
 
 
 def _launch(

@@ -46,6 +46,13 @@ PARTITION_RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 
 
+def asset_owners() -> list[str]:
+    """Owners shown on every asset (HEATERS_ASSET_OWNERS), so the UI says whom to ask."""
+    from heaters_resources.settings import Settings
+
+    return list(Settings.from_env().asset_owners)
+
+
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run take every partition from ``first`` to ``last``."""
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}

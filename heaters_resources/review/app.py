@@ -50,6 +50,7 @@ from heaters_resources.review.headers import (
     content_security_policy,
     store_origins,
 )
+from heaters_resources.review.library_views import LibraryViews
 from heaters_resources.review.media import object_response
 from heaters_resources.review.queries import RunLookup
 from heaters_resources.review.security import (
@@ -61,6 +62,7 @@ from heaters_resources.review.security import (
     check_token,
     verify_csrf,
 )
+from heaters_resources.settings import Settings
 from heaters_resources.store.objects import ObjectStore
 
 HERE = Path(__file__).parent
@@ -210,6 +212,8 @@ class ReviewApp:
             "page": "review",
             "clip": clip,
             "similar": similar,
+            "duplicates": queries.near_duplicates_to_archive(similar),
+            "describe_pending": Settings.from_env().review_similar,
             "notice": notice,
             "notice_error": bool(notice),
             "events": await self._events(who.name),
@@ -414,6 +418,7 @@ def create_app(
     config = config or ReviewConfig()
     review = ReviewApp(db, store, config, runs)
     views = pages.Pages(review)
+    shelf = LibraryViews(review)
     routes = [
         Route("/", review.queue),
         Route("/progress", review.progress),
@@ -421,6 +426,9 @@ def create_app(
         Route("/api/clips", views.api_clips),
         Route("/grid", views.grid),
         Route("/merge", views.merge),
+        Route("/library", shelf.page),
+        Route("/api/library", shelf.api),
+        Route("/api/library/export", shelf.export),
         Route("/api/batch/{action}", views.batch, methods=["POST"]),
         Route("/api/reviewer", views.set_reviewer, methods=["POST"]),
         Route("/api/clips/{clip_id:int}/{action}", review.clip_action, methods=["POST"]),

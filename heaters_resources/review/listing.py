@@ -52,6 +52,8 @@ class Filters:
     reviewer: str = ""
     after: tuple[int, int, int] | None = None
     limit: int = 50
+    #: Any of these states (the library's approved clips); not a query parameter: set by the page.
+    states: tuple[str, ...] = ()
 
     def query(self, **changes: Any) -> str:
         """These filters (with `changes`) as a query string, defaults left out."""
@@ -59,7 +61,7 @@ class Filters:
         pairs = []
         for f in fields(self):
             value = getattr(chosen, f.name)
-            if value != f.default:
+            if value != f.default and f.name != "states":
                 pairs.append((f.name, cursor(value) if f.name == "after" else str(value)))
         return urlencode(pairs)
 
@@ -100,7 +102,7 @@ def parse_filters(params: Mapping[str, str], **defaults: Any) -> Filters | str:
             return "after must be the `next` cursor of a previous page"
         a, b, c = (int(g) for g in found.groups())
         after = (a, b, c)
-    return Filters(state, video, short, embedded, reviewer, after, limit)
+    return Filters(state, video, short, embedded, reviewer, after, limit, base.states)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ def _conditions(f: Filters) -> list[Any]:
     cond: list[Any] = [c.superseded_at.is_(None)]
     if f.state:
         cond.append(c.state == f.state)
+    elif f.states:
+        cond.append(c.state.in_(f.states))
     if f.video is not None:
         cond.append(c.source_video_id == f.video)
     if f.short != "any":

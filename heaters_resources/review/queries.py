@@ -114,6 +114,22 @@ class SimilarClip:
     state: str
     video_title: str
     thumb_artifact_id: int | None
+    version: str = ""  # state@updated_at, for acting on it (the near-duplicates' archive)
+    near_duplicate: bool = False  # closer than the space's near-duplicate distance
+
+
+#: Neighbours closer than this are offered as near-duplicates to archive in one action: the
+#: `heaters near-duplicates` default for learned models; the weights-free descriptor is
+#: stricter (re-encoded copies measure < 0.01 in it, other shots of one scene from 0.03).
+NEAR_DUPLICATE_DISTANCE = 0.05
+DESCRIPTOR_NEAR_DUPLICATE_DISTANCE = 0.01
+#: States the near-duplicate archive acts on: clips still waiting for a decision.
+ARCHIVABLE_NEIGHBOURS = ("pending_review", "skipped")
+
+
+def near_duplicates_to_archive(similar: list[SimilarClip]) -> list[SimilarClip]:
+    """The neighbours the "archive near-duplicates" action would archive."""
+    return [s for s in similar if s.near_duplicate and s.state in ARCHIVABLE_NEIGHBOURS]
 
 
 RunLookup = Callable[[int], tuple[str, str] | None]
@@ -264,6 +280,11 @@ def similar_clips(db: Database, clip_id: int, k: int = 6) -> list[SimilarClip]:
     if not neighbours:
         return []
     ids = [cid for cid, _ in neighbours]
+    limit = (
+        DESCRIPTOR_NEAR_DUPLICATE_DISTANCE
+        if chosen.model_name == space.DESCRIPTOR_MODEL
+        else NEAR_DUPLICATE_DISTANCE
+    )
     with db.session() as s:
         rows = {
             r.id: r
@@ -272,6 +293,7 @@ def similar_clips(db: Database, clip_id: int, k: int = 6) -> list[SimilarClip]:
                     Clip.id,
                     Clip.identifier,
                     Clip.state,
+                    Clip.updated_at,
                     SourceVideo.title,
                     SourceVideo.id.label("video_id"),
                 )
@@ -294,6 +316,8 @@ def similar_clips(db: Database, clip_id: int, k: int = 6) -> list[SimilarClip]:
             rows[cid].state,
             rows[cid].title or f"video {rows[cid].video_id}",
             thumbs.get(cid),
+            states.clip_version(rows[cid].state, rows[cid].updated_at),
+            dist < limit,
         )
         for cid, dist in neighbours
         if cid in rows

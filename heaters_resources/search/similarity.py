@@ -24,6 +24,7 @@ from heaters_resources.db.models import Clip, ClipEmbedding
 from heaters_resources.errors import NotFoundError
 from heaters_resources.search.index import SimilarClip, nearest_clips
 from heaters_resources.search.space import (
+    DESCRIPTOR_MODEL,
     EmbeddingDimensionError,
     default_model,
     default_strategy,
@@ -93,12 +94,25 @@ def clip_vector(db: Database, clip_id: int, model_name: str, strategy: str) -> l
                 ClipEmbedding.generation_strategy == strategy,
             )
         )
+        state = session.scalar(select(Clip.state).where(Clip.id == clip_id)) if vec is None else ""
     if vec is None:
         raise NotFoundError(
-            f"clip {clip_id} has no {model_name}/{strategy} embedding; embed it first "
-            f"(heaters embed-missing --model {model_name} --strategy {strategy})"
+            f"clip {clip_id} has no {model_name}/{strategy} embedding; "
+            + _hint(state or "", model_name, strategy)
         )
     return [float(x) for x in vec]
+
+
+def _hint(state: str, model_name: str, strategy: str) -> str:
+    """What gives a clip in ``state`` a vector (embed-missing only embeds approved clips)."""
+    if state in ("approved", "embedded", "embedding_failed"):
+        return f"heaters embed-missing --model {model_name} --strategy {strategy} embeds it"
+    if state == "pending_review" and model_name == DESCRIPTOR_MODEL:
+        return (
+            "clips get the descriptor when they become ready for review (HEATERS_REVIEW_SIMILAR); "
+            "re-run its video's keyframes with overwrite, or approve it"
+        )
+    return f"it is {state or 'gone'}: only approved clips are embedded with {model_name}"
 
 
 def similar_clips(

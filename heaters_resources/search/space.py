@@ -94,6 +94,39 @@ def require_stored_space(db: Database, model_name: str, strategy: str) -> None:
 _INDEX_DIM = re.compile(r"vector\((\d+)\)")
 
 
+_INDEX_MODEL = re.compile(r"model_name\)::text = '((?:[^']|'')*)'::text")
+
+
+def indexed_models(db: Database) -> list[str]:
+    """The models that have stored vectors, read through their HNSW indexes (every store makes
+    one; the first migration also makes empty ones for the well-known models): one catalog
+    query and one index probe per model, so it costs the same for ten clips or ten million."""
+    with db.session() as session:
+        indexes = [
+            (m.group(1).replace("''", "'"), int(d.group(1)))
+            for (indexdef,) in session.execute(
+                text(
+                    "SELECT indexdef FROM pg_indexes WHERE tablename = 'clip_embeddings' "
+                    "AND indexdef LIKE '%hnsw%'"
+                )
+            )
+            if (m := _INDEX_MODEL.search(indexdef)) and (d := _INDEX_DIM.search(indexdef))
+        ]
+        found = set()
+        for model, dim in indexes:
+            probe = "[" + ",".join(["1"] + ["0"] * (dim - 1)) + "]"
+            hit = session.execute(
+                text(
+                    "SELECT 1 FROM clip_embeddings WHERE model_name = :m "
+                    f"ORDER BY embedding::vector({dim}) <=> CAST(:v AS vector({dim})) LIMIT 1"
+                ),
+                {"m": model, "v": probe},
+            ).first()
+            if hit:
+                found.add(model)
+    return sorted(found)
+
+
 def known_dimensions(db: Database, model_name: str) -> dict[str, int]:
     """What the database already says about ``model_name``'s dimension: its HNSW index and the
     vectors stored under that name (``{"index": 512, "stored": 512}``, either may be absent)."""

@@ -331,7 +331,14 @@ def _evaluation(
 
 
 def _problems(evaluation: dg.AssetCheckEvaluation) -> Any:
-    return evaluation.metadata["problems"].value
+    """The problems listed (one Markdown list item each); the verdict in words names the
+    first one."""
+    listed = evaluation.metadata["problems"].value
+    found = [line[2:] for line in str(listed).splitlines() if line.startswith("- ")]
+    assert found, listed
+    assert evaluation.description and found[0] in evaluation.description
+    assert evaluation.description.startswith(f"{len(found)} problem(s)")
+    return found
 
 
 def test_clips_tile_video_fails_on_a_gap(

@@ -3,15 +3,20 @@ cursors, re-splice backfill, review jobs, failures. Real Postgres (embedded), re
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import dagster as dg
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from heaters_assets import previews
 from heaters_assets.assets.videos import clip_splits
 from heaters_assets.definitions import build_definitions
 from heaters_assets.partitions import SOURCE_VIDEOS, partition_range_tags
@@ -25,12 +30,14 @@ from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from heaters_resources import states
 from heaters_resources.db.embedded_pg import EmbeddedServer
 from heaters_resources.db.engine import Database
-from heaters_resources.db.models import Clip, ReviewEvent
+from heaters_resources.db.models import Clip, ClipEmbedding, ReviewEvent
 from heaters_resources.orchestration.resources import (
     DatabaseResource,
     ObjectStoreResource,
     SettingsResource,
 )
+from heaters_resources.review import queries as review_queries
+from heaters_resources.search.space import DESCRIPTOR_MODEL
 from tests.media_factory import make_video
 
 
@@ -108,6 +115,47 @@ def test_whole_graph_for_one_video(
         "sprite_matches_image": True,
     }
     assert {c.state for c in _clips(db, vid)} == {"pending_review"}
+    _assert_describes_own_clips(run, clips)
+    assert {c.check_name: c.description for c in run.get_asset_check_evaluations()} == {
+        "keyframes_stored": f"All {len(keys)} checked have every keyframe in the store.",
+        "sprite_matches_image": f"All {len(keys)} checked have a sprite sheet whose metadata "
+        "matches the stored image.",
+    }
+    # Similar clips during review by default: every pending clip has the descriptor's vector,
+    # and its neighbours are found.
+    with db.session() as s:
+        have = s.scalars(
+            select(ClipEmbedding.clip_id).where(ClipEmbedding.model_name == DESCRIPTOR_MODEL)
+        )
+        assert sorted(have) == sorted(c.id for c in clips)
+    near = review_queries.similar_clips(db, clips[0].id, k=3)
+    assert len(near) == 3 and clips[0].id not in [n.clip_id for n in near]
+    assert {n.state for n in near} == {"pending_review"}
+    # Every asset names its owners.
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.owners == ["team:curation"], spec.key
+
+
+def _assert_describes_own_clips(run: dg.ExecuteInProcessResult, clips: list[Clip]) -> None:
+    """Each asset's materialization: a row per clip with its own frames, duration and review
+    link, totals that add up, and the first clip's image inline (a real JPEG thumbnail)."""
+    for asset, kind in (("keyframes", "keyframe"), ("sprite_sheet", "sprite_sheet")):
+        (mat,) = _mats(run, asset)
+        rows = [r.data for r in mat.metadata["clips"].value.records]  # type: ignore[attr-defined]
+        assert [(r["clip"], r["frames"]) for r in rows] == [
+            (c.identifier, c.end_frame - c.start_frame) for c in clips
+        ]
+        assert [r["review"] for r in rows] == [f"http://127.0.0.1:8765/?clip={c.id}" for c in clips]
+        assert all(r["image"] for r in rows)
+        assert mat.metadata["frames"].value == clips[-1].end_frame - clips[0].start_frame
+        preview = str(mat.metadata["preview"].value)
+        found = re.search(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", preview)
+        assert found, preview
+        thumb = cv2.imdecode(np.frombuffer(base64.b64decode(found.group(1)), np.uint8), 1)
+        width = previews.THUMB_WIDTH * (2 if kind == "sprite_sheet" else 1)
+        assert thumb is not None and thumb.shape[1] == width
+        assert f"[{clips[0].identifier}](http://127.0.0.1:8765/?clip={clips[0].id})" in preview
+        assert f"/queue?video={clips[0].source_video_id}" in preview
 
 
 def test_resplice_backfill_replaces_clips_and_keeps_one_partition(
@@ -318,9 +366,13 @@ def test_whole_graph_on_s3(
     s3_store: Any,
     s3_endpoint: str,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Same graph with the object store on S3 (moto's server over HTTP): rows point at objects
-    that really are in the bucket, under the configured prefix."""
+    that really are in the bucket, under the configured prefix; previews are read from the
+    bucket. With HEATERS_REVIEW_SIMILAR off, pending clips get no vector."""
+    monkeypatch.setenv("HEATERS_REVIEW_SIMILAR", "off")
+    monkeypatch.setenv("HEATERS_REVIEW_URL", "https://review.example/")
     resources = {
         "database": DatabaseResource(database_url=pg_server.url),
         "object_store": ObjectStoreResource(
@@ -334,7 +386,15 @@ def test_whole_graph_on_s3(
     defs = build_definitions(resources)
     vid, result = _ingest(defs, instance, db)
     assert result.success
-    assert _artifacts(defs, instance, vid).success
+    run = _artifacts(defs, instance, vid)
+    assert run.success
+    for asset in ("keyframes", "sprite_sheet"):
+        (mat,) = _mats(run, asset)
+        assert "(data:image/jpeg;base64," in str(mat.metadata["preview"].value)
+        assert "https://review.example/queue?video=" in str(mat.metadata["preview"].value)
+        assert "review_descriptor" not in mat.metadata
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ClipEmbedding)) == 0
     listed = {
         o["Key"]
         for page in s3_store.client.get_paginator("list_objects_v2").paginate(

@@ -75,8 +75,8 @@ def test_doctor_finds_and_repairs(
 
 
 def test_doctor_command(tmp_path: Path) -> None:
-    """The CLI: a healthy new library exits 0 with a JSON report; an orphan makes it exit 1
-    until `--repair` removes it."""
+    """The CLI: a healthy new library exits 0; an orphan makes it exit 1 (shown in a table, or
+    in the JSON report with --json) until `--repair` removes it."""
     import json
 
     from heaters_resources.db.embedded_pg import stop_server
@@ -96,14 +96,20 @@ def test_doctor_command(tmp_path: Path) -> None:
         )
 
     try:
-        first = run()
+        first = run("--json")
         assert first.returncode == 0, first.stderr
         assert json.loads(first.stdout)["healthy"] is True
         orphan = home / "objects" / "clips" / "9" / "9_0_10.mp4"
         orphan.parent.mkdir(parents=True)
         orphan.write_bytes(b"x")
+        # For people: the summary and the finding in a table, no JSON.
         found = run()
-        assert found.returncode == 1 and "1 orphan object(s)" in found.stderr
+        assert found.returncode == 1 and "1 orphan object(s)" in found.stdout
+        assert "clips/9/9_0_10.mp4" in found.stdout and "not healthy" in found.stdout
+        assert "{" not in found.stdout
+        # For scripts: only the JSON document.
+        found = run("--json")
+        assert found.returncode == 1
         assert json.loads(found.stdout)["orphan_objects"] == ["clips/9/9_0_10.mp4"]
         assert orphan.exists()
         fixed = run("--repair")

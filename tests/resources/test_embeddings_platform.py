@@ -673,9 +673,16 @@ def test_cli_similar_search_duplicates_and_embed_missing(
     runner = CliRunner()
 
     def heaters(*args: str, code: int = 0) -> dict[str, Any]:
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        (line,) = result.stdout.strip().splitlines()  # one JSON document, no table
+        return json.loads(line)
+
+    def table(*args: str, code: int = 0) -> tuple[str, str]:
         result = runner.invoke(app, list(args))
         assert result.exit_code == code, (result.stdout, result.stderr)
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        assert not result.stdout.lstrip().startswith("{")
+        return result.stdout, result.stderr
 
     v1, v2 = (lib.videos[v] for v in sorted(lib.videos))
     lib.approve(v1)
@@ -695,6 +702,13 @@ def test_cli_similar_search_duplicates_and_embed_missing(
     assert {r["source_video_id"] for r in same["results"]} == {v2[0].source_video_id}
     pairs = heaters("near-duplicates", "--threshold", "0.01")["pairs"]
     assert len(pairs) == 8 and not any(p["same_video"] for p in pairs)
+    # Without --json: tables for people, the same answers.
+    shown, _ = table("similar", v1[2].identifier, "--top", "3")
+    assert v2[2].identifier in shown and "distance" in shown
+    shown, _ = table("near-duplicates", "--threshold", "0.01")
+    assert "8 near-duplicate pairs" in shown and all(p["a_identifier"] in shown for p in pairs)
+    _, said = table("similar", "999999", code=2)
+    assert said.strip() == "heaters: error (NotFoundError): clip not found: 999999"
 
     err = heaters("search", "a rabbit", code=2)
     assert err["error"]["type"] == "invalid_input" and "CLIP" in err["error"]["message"]

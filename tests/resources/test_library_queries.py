@@ -115,7 +115,9 @@ def test_status_counts_per_video_and_in_total(
     ]
     table = CliRunner().invoke(app, ["status"], terminal_width=200)
     assert table.exit_code == 0, table.output
-    assert "clips by state: approved 1, pending_review 2, spliced 2" in table.stderr
+    assert "clips by state: approved 1, pending_review 2, spliced 2" in table.stdout
+    assert "{" not in table.stdout  # a table, not JSON
+    assert "spliced (cut into clips)" in table.stdout  # states in words for newcomers
 
 
 # --------------------------------------------------------------------------- export

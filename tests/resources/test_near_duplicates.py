@@ -333,7 +333,7 @@ def test_cli_near_duplicates(
 
     monkeypatch.setenv("HEATERS_DATABASE_URL", pg_server.url)
     monkeypatch.setenv("HEATERS_HOME", str(tmp_path))
-    args = ["near-duplicates", "--threshold", "0.02", "--model", "test/dups"]
+    args = ["near-duplicates", "--threshold", "0.02", "--model", "test/dups", "--json"]
     result = CliRunner().invoke(app, [*args, "--check-recall", "20", "--engine", "exact"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])

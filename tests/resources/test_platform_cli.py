@@ -253,6 +253,44 @@ def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
 
 
 @pytest.mark.slow
+def _asset_page_shows_its_preview(port: int, db: Database) -> None:
+    """Dagster's own UI, in Chromium: the keyframes asset's page for the video's partition names
+    its own clips and shows its inline preview image (a screenshot is kept in
+    test-artifacts/)."""
+    from tests.review.test_review_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        return  # the browser tests are skipped the same way
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with db.session() as s:
+        vid, first = s.execute(
+            select(Clip.source_video_id, Clip.identifier).order_by(Clip.start_frame).limit(1)
+        ).one()
+    url = f"http://127.0.0.1:{port}/assets/keyframes?view=partitions&partition={vid}"
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        # Markdown metadata opens in a dialog ("[Show Markdown]"); a first visit may show
+        # Dagster's community dialog over it.
+        show = page.get_by_text("[Show Markdown]").first
+        show.wait_for(timeout=90_000)
+        page.wait_for_timeout(1500)  # the community dialog comes up just after the page
+        skip = page.get_by_role("button", name="Skip")
+        if skip.count():
+            skip.click()
+            page.get_by_text("Join the Dagster community").wait_for(state="hidden")
+        show.click()
+        preview = page.locator('img[src^="data:image/jpeg;base64,"]').first
+        preview.wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(500)  # the dialog's fade-in, for the screenshot
+        assert preview.evaluate("img => img.naturalWidth") == 160  # a decoded thumbnail
+        assert page.get_by_text(first, exact=True).count() >= 1  # its own clips, by name
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dagster-keyframes-partition.png"), full_page=True)
+        chromium.close()
+
+
 def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
     port = _free_port()
     log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
@@ -295,6 +333,7 @@ def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
             "keyframe": 3 * (len(SAMPLE_CUTS) + 1),
             "sprite_sheet": len(SAMPLE_CUTS) + 1,
         }
+        _asset_page_shows_its_preview(port, db)
         _reprocess_from_the_ui(port, db, tmp_path / "dagster-dev.log")
         db.dispose()
     finally:

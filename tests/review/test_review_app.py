@@ -311,6 +311,40 @@ def test_similar_clips_from_embeddings(db: Database, local_store: LocalObjectSto
     assert "No embedding for this clip yet" in page(c, f"/?clip={ids[3]}")["html"]
 
 
+def test_archive_near_duplicates_in_one_action(db: Database, local_store: LocalObjectStore) -> None:
+    """Neighbours closer than 0.05 that still wait for a decision are offered for one archive
+    (a form that works without a script); an approved near-duplicate is left alone."""
+    spans = ((0, 50), (50, 100), (100, 150), (150, 200), (200, 250))
+    ids = make_clips(db, local_store, spans=spans)
+    vectors = {
+        ids[0]: [1.0, 0.0, 0.0],
+        ids[1]: [0.999, 0.02, 0.0],  # pending near-duplicate
+        ids[2]: [0.998, 0.0, 0.03],  # skipped near-duplicate
+        ids[3]: [0.999, 0.01, 0.01],  # approved: kept
+        ids[4]: [0.0, 1.0, 0.0],  # far
+    }
+    for cid, vec in vectors.items():
+        states.store_embedding(db, cid, vec, model_name="test/model", generation_strategy="mid")
+    states.skip_clip(db, ids[2], "alice")
+    states.approve_clip(db, ids[3], "alice")
+    c = client(db, local_store)
+    p = page(c, f"/?clip={ids[0]}")
+    assert "Archive 2 near-duplicates</button>" in p["html"]
+    form = re.search(r'id="archive-duplicates">(.*?)</form>', p["html"], re.S).group(1)  # type: ignore[union-attr]
+    fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form))
+    r = c.post("/api/batch/archive", headers=ORIGIN, data=fields, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/?clip={ids[0]}"
+    assert [states.get_clip(db, i).state for i in ids] == [
+        "pending_review",
+        "archived",
+        "archived",
+        "approved",
+        "pending_review",
+    ]
+    assert events(db)[-2:] == [("archive", [ids[1]]), ("archive", [ids[2]])]
+    assert "near-duplicate" not in page(c, f"/?clip={ids[0]}")["html"].split("Similar clips")[1]
+
+
 def test_missing_clip_and_empty_queue(db: Database, local_store: LocalObjectStore) -> None:
     c = client(db, local_store)
     html = page(c)["html"]

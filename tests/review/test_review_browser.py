@@ -36,6 +36,8 @@ from heaters_resources.orchestration.resources import (
 )
 from heaters_resources.review import create_app
 from heaters_resources.review.runs import dagster_run_lookup
+from heaters_resources.search.space import DESCRIPTOR_MODEL
+from heaters_resources.steps import embeddings
 from heaters_resources.store.objects import LocalObjectStore
 from tests.review.browser_wait import csp_violations, wait_for_js
 
@@ -86,12 +88,16 @@ def serve(app: Any) -> Iterator[str]:
 
 
 def sample_clips(db: Database, store: LocalObjectStore) -> list[int]:
-    """The sample video through ingest, splice, keyframes and sprites: 8 pending clips."""
+    """The sample video through ingest, splice, keyframes and sprites: 8 pending clips, with
+    the descriptor's vectors the platform stores for review (HEATERS_REVIEW_SIMILAR)."""
     vid = states.create_source_video(db, str(SAMPLE_VIDEO), title="Big Buck Bunny (edit)")
     steps.ingest_source_video(db, store, vid)
     spliced = steps.splice_source_video(db, store, vid)
     steps.keyframe_clips(db, store, spliced.identifiers)
     steps.sprite_clips(db, store, spliced.identifiers)
+    embeddings.embed_clips(
+        db, store, spliced.identifiers, model=DESCRIPTOR_MODEL, before_review=True
+    )
     return spliced.clip_ids
 
 
@@ -204,6 +210,11 @@ def test_review_flow_in_chromium(
             "(v => Math.abs(v.currentTime - 17.5 / 25) < 0.01 && !v.seeking"
             " && v.readyState >= 2)(document.getElementById('video'))",
         )
+        # Similar clips from the first clip on, each with its state and distance.
+        assert page.locator(".similar li").count() == 6
+        assert "pending_review" in page.text_content(".similar")
+        # Other shots of the same scene are not near-duplicates in the descriptor's space.
+        assert page.locator("#btn-archive-duplicates").count() == 0
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "review-1280x800.png"))
 

@@ -265,3 +265,52 @@ def test_reopen_a_skipped_clip_from_the_queue(
         assert states.get_clip(db, ids[1]).state == "skipped"
         assert blocked == [], "the queue broke its own Content-Security-Policy"
         context.close()
+
+
+def test_library_grid_more_like_this_and_export(
+    browser: Any,  # noqa: F811
+    db: Database,
+    local_store: LocalObjectStore,
+    media: dict[str, bytes],
+    tmp_path: Path,
+) -> None:
+    """The library (issue 14, item 5): approved clips as animated tiles, "more like this" from a
+    tile (nearest first), a selection downloaded as the export manifest."""
+    import json
+
+    ids = real_clips(db, local_store, media, 8)
+    for cid in ids[:6]:
+        states.approve_clip(db, cid, "reviewer")
+    for n, cid in enumerate(ids):  # a line of vectors: clip n is nearest to n - 1 and n + 1
+        states.store_embedding(
+            db, cid, [1.0, n / 4.0, 0.0], model_name="t/m", generation_strategy="m"
+        )
+    with serve(create_app(db, local_store)) as base:
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
+        page = context.new_page()
+        blocked = csp_violations(page)
+        page.goto(base + "/library")
+        assert page.locator(".tile").count() == 6  # the pending clips are not in the library
+        wait_for_js(
+            page,
+            "[...document.querySelectorAll('.thumb.sprite')].some(e => e.dataset.tile !== '0')",
+        )
+        keep(page, tmp_path, "library-1280x900.png")
+        with page.expect_navigation():
+            page.click(f"#like-{ids[2]}")
+        shown = [
+            int(x)
+            for x in page.eval_on_selector_all(".tile", "els => els.map(e => e.dataset.clip)")
+        ]
+        assert shown[:2] in ([ids[1], ids[3]], [ids[3], ids[1]]) and ids[2] not in shown
+        assert set(shown) == set(ids[:6]) - {ids[2]}
+        page.check(f".tile[data-clip='{shown[0]}'] input[type=checkbox]")
+        page.check(f".tile[data-clip='{shown[1]}'] input[type=checkbox]")
+        with page.expect_download() as download:
+            page.click("#btn-export")
+        rows = [json.loads(x) for x in Path(download.value.path()).read_text().splitlines()]
+        assert sorted(r["clip_id"] for r in rows) == sorted(shown[:2])
+        assert blocked == [], "the library broke its own Content-Security-Policy"
+        context.close()
