@@ -136,6 +136,33 @@ def test_whole_graph_for_one_video(
         assert spec.owners == ["team:curation"], spec.key
 
 
+def test_each_partition_names_its_own_clips_read_back_from_the_instance(
+    defs: dg.Definitions, instance: dg.DagsterInstance, db: Database, tmp_path: Path
+) -> None:
+    """One artifacts run over a range of two videos: each partition's latest materialization,
+    as the UI reads it from the instance, lists exactly that video's clips and previews its own
+    first clip (the bug was every partition carrying the batch's figures and one preview)."""
+    first, result = _ingest(defs, instance, db)
+    assert result.success
+    other = make_video(tmp_path / "other.mp4", [30, 40, 25], size=(160, 90))
+    second, result = _ingest(defs, instance, db, source=str(other))
+    assert result.success
+    assert _artifacts(defs, instance, first, second).success
+    for vid in (first, second):
+        clips = _clips(db, vid)
+        for asset in ("keyframes", "sprite_sheet"):
+            (record,) = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[str(vid)]),
+                limit=1,
+            ).records
+            mat = record.asset_materialization
+            assert mat is not None and mat.partition == str(vid)
+            rows = mat.metadata["clips"].value.records  # type: ignore[attr-defined]
+            assert [r.data["clip"] for r in rows] == [c.identifier for c in clips]
+            assert mat.metadata["frames"].value == sum(c.end_frame - c.start_frame for c in clips)
+            assert f"[{clips[0].identifier}](" in str(mat.metadata["preview"].value)
+
+
 def _assert_describes_own_clips(run: dg.ExecuteInProcessResult, clips: list[Clip]) -> None:
     """Each asset's materialization: a row per clip with its own frames, duration and review
     link, totals that add up, and the first clip's image inline (a real JPEG thumbnail)."""

@@ -31,7 +31,7 @@ from heaters_resources.states.review import not_undone
 from heaters_resources.store.objects import LocalObjectStore
 from tests.review.browser_wait import csp_violations, wait_for_js
 from tests.review.test_review_app import make_clips
-from tests.review.test_review_browser import CHROMIUM, browser, serve  # noqa: F401
+from tests.review.test_review_browser import ARTIFACTS, CHROMIUM, browser, serve  # noqa: F401
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
@@ -77,6 +77,7 @@ def keep(page: Any, tmp_path: Path, name: str) -> Path:
         else []
     )
     targets += [REPO_ARTIFACTS] if REPO_ARTIFACTS.is_dir() else []
+    targets += [ARTIFACTS]  # test-artifacts/, with the other pages' screenshots
     for folder in targets:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, folder / name)
