@@ -14,9 +14,11 @@ against the exact answers, for two kinds of query:
   ("clips similar to a new embedding").
 
 Recall is reported for ef_search 100 (what `similarity` sets) and 40 (pgvector's default).
-The README figures come from::
+``--index-kind``: the index over ``embedding::halfvec(dim)`` (the default for new models: 2-byte
+floats), ``vector`` (4-byte, the initial migration's kind) or ``both`` (one after the other on the
+same data, each with its size on disk, build time, latency and recall). The README figures::
 
-    .venv/bin/python benchmarks/bench_pgvector.py    # --n 100000 --dim 512 --queries 50
+    .venv/bin/python benchmarks/bench_pgvector.py --index-kind both   # --n 100000 --dim 512
 
 ``--json`` adds one JSON line of results.
 """
@@ -112,7 +114,7 @@ def _time_queries(db: Database, queries: np.ndarray, k: int) -> tuple[list[float
     return times, results
 
 
-def _plan(db: Database, q: np.ndarray, dim: int) -> str:
+def _plan(db: Database, q: np.ndarray, dim: int, kind: str = "vector") -> str:
     vec = "[" + ",".join(f"{x:.6f}" for x in q) + "]"
     with db.session() as s:
         rows = (
@@ -122,7 +124,7 @@ def _plan(db: Database, q: np.ndarray, dim: int) -> str:
                     "JOIN clips ON clips.id = clip_id "
                     f"WHERE model_name = '{MODEL}' AND generation_strategy = '{STRATEGY}' "
                     f"AND clips.superseded_at IS NULL "
-                    f"ORDER BY embedding::vector({dim}) <=> '{vec}' LIMIT 10"
+                    f"ORDER BY embedding::{kind}({dim}) <=> '{vec}' LIMIT 10"
                 )
             )
             .scalars()
@@ -190,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         default=50,
         help="Vectors per cluster (like the clips of one scene); 1 = uniform.",
     )
+    parser.add_argument(
+        "--index-kind",
+        choices=("halfvec", "vector", "both"),
+        default="halfvec",
+        help="the HNSW index's element type (both: one after the other)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -223,17 +231,28 @@ def main(argv: list[str] | None = None) -> int:
             queries = {"near": near, "fresh": _fresh(rng, centres, args.queries, args.dim)}
 
             db.engine.dispose()
-            t0 = time.perf_counter()
-            name = search.ensure_hnsw_index(db, MODEL, args.dim)
-            t_index = time.perf_counter() - t0
-            print(f"HNSW index built in {t_index:.1f} s (m=16, ef_construction=64)")
-            print("plan with index:   ", _plan(db, near[0], args.dim))
-            for q in queries.values():  # warm the cache
-                _time_queries(db, q[:5], args.k)
-            hnsw = {kind: _time_queries(db, q, args.k) for kind, q in queries.items()}
-            narrow = {kind: _time_at(db, q, args.k, ef=40) for kind, q in queries.items()}
-            with db.engine.begin() as conn:
-                conn.execute(text(f"DROP INDEX {name}"))
+            kinds = ("vector", "halfvec") if args.index_kind == "both" else (args.index_kind,)
+            built: dict[str, dict[str, float]] = {}
+            hnsw, narrow = {}, {}
+            for kind in kinds:
+                t0 = time.perf_counter()
+                name = search.ensure_hnsw_index(db, MODEL, args.dim, kind=kind)
+                t_index = time.perf_counter() - t0
+                with db.engine.connect() as conn:
+                    size = conn.execute(text(f"SELECT pg_relation_size('{name}')")).scalar()
+                built[kind] = {"index_s": round(t_index, 2), "index_mb": round(size / 2**20, 1)}
+                print(
+                    f"{kind} HNSW index built in {t_index:.1f} s, {size / 2**20:.1f} MiB "
+                    "(m=16, ef_construction=64)"
+                )
+                print("plan with index:   ", _plan(db, near[0], args.dim, kind))
+                for q in queries.values():  # warm the cache
+                    _time_queries(db, q[:5], args.k)
+                hnsw[kind] = {k: _time_queries(db, q, args.k) for k, q in queries.items()}
+                narrow[kind] = {k: _time_at(db, q, args.k, 40, kind) for k, q in queries.items()}
+                with db.engine.begin() as conn:
+                    conn.execute(text(f"DROP INDEX {name}"))
+                search.index.forget_index_kinds()  # the exact reference ranks in 4-byte floats
             print("plan without index:", _plan(db, near[0], args.dim))
             for q in queries.values():
                 _time_queries(db, q[:2], args.k)
@@ -246,41 +265,47 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(home)
 
     load_after = _loadavg()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, dict[str, float]]] = {}
     print(
         f"\ntop-{args.k} cosine query over {args.n} x {args.dim}-d vectors, "
         f"{args.queries} queries of each kind (join with clips, as similar_clips runs it):"
     )
-    for kind in QUERY_KINDS:
-        h_mean, h_p95 = _stats(hnsw[kind][0])
-        e_mean, e_p95 = _stats(exact[kind][0])
-        n_mean = _stats(narrow[kind][0])[0]
-        row = {
-            "hnsw_mean_ms": round(h_mean, 3),
-            "hnsw_p95_ms": round(h_p95, 3),
-            "exact_mean_ms": round(e_mean, 3),
-            "exact_p95_ms": round(e_p95, 3),
-            "speedup_mean": round(e_mean / h_mean, 2),
-            "speedup_p95": round(e_p95 / h_p95, 2),
-            "recall": round(_recall(hnsw[kind][1], exact[kind][1]), 4),
-            "recall_ef40": round(_recall(narrow[kind][1], exact[kind][1]), 4),
-            "ef40_mean_ms": round(n_mean, 3),
-        }
-        results[kind] = row
-        print(f"{kind} queries ({'stored + noise' if kind == 'near' else 'not stored'}):")
+    for index in hnsw:
         print(
-            f"  HNSW index:        mean {h_mean:8.2f} ms   p95 {h_p95:8.2f} ms   "
-            f"recall@{args.k} {row['recall']:.3f} (ef_search 100)"
+            f"-- {index} index: {built[index]['index_mb']} MiB, "
+            f"built in {built[index]['index_s']} s"
         )
-        print(
-            f"  no index (exact):  mean {e_mean:8.2f} ms   p95 {e_p95:8.2f} ms   "
-            f"recall@{args.k} 1.000"
-        )
-        print(
-            f"  speed-up: {row['speedup_mean']:.1f}x mean, {row['speedup_p95']:.1f}x p95; "
-            f"with pgvector's default ef_search 40: recall@{args.k} "
-            f"{row['recall_ef40']:.3f}, mean {n_mean:.2f} ms"
-        )
+        results[index] = {}
+        for kind in QUERY_KINDS:
+            h_mean, h_p95 = _stats(hnsw[index][kind][0])
+            e_mean, e_p95 = _stats(exact[kind][0])
+            n_mean = _stats(narrow[index][kind][0])[0]
+            row = {
+                "hnsw_mean_ms": round(h_mean, 3),
+                "hnsw_p95_ms": round(h_p95, 3),
+                "exact_mean_ms": round(e_mean, 3),
+                "exact_p95_ms": round(e_p95, 3),
+                "speedup_mean": round(e_mean / h_mean, 2),
+                "speedup_p95": round(e_p95 / h_p95, 2),
+                "recall": round(_recall(hnsw[index][kind][1], exact[kind][1]), 4),
+                "recall_ef40": round(_recall(narrow[index][kind][1], exact[kind][1]), 4),
+                "ef40_mean_ms": round(n_mean, 3),
+            }
+            results[index][kind] = row
+            print(f"{kind} queries ({'stored + noise' if kind == 'near' else 'not stored'}):")
+            print(
+                f"  HNSW index:        mean {h_mean:8.2f} ms   p95 {h_p95:8.2f} ms   "
+                f"recall@{args.k} {row['recall']:.3f} (ef_search 100)"
+            )
+            print(
+                f"  no index (exact):  mean {e_mean:8.2f} ms   p95 {e_p95:8.2f} ms   "
+                f"recall@{args.k} 1.000"
+            )
+            print(
+                f"  speed-up: {row['speedup_mean']:.1f}x mean, {row['speedup_p95']:.1f}x p95; "
+                f"with pgvector's default ef_search 40: recall@{args.k} "
+                f"{row['recall_ef40']:.3f}, mean {n_mean:.2f} ms"
+            )
     print(f"load average before {load_before}, after {load_after}")
     if args.json:
         out = {
@@ -292,11 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "loadavg_before": load_before,
             "loadavg_after": load_after,
-            "seconds": {
-                "clips": round(t_clips, 2),
-                "copy": round(t_copy, 2),
-                "index": round(t_index, 2),
-            },
+            "seconds": {"clips": round(t_clips, 2), "copy": round(t_copy, 2)},
+            "indexes": built,
             "results": results,
         }
         print(json.dumps(out))
@@ -304,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _time_at(
-    db: Database, queries: np.ndarray, k: int, ef: int
+    db: Database, queries: np.ndarray, k: int, ef: int, kind: str = "vector"
 ) -> tuple[list[float], list[list[int]]]:
     """The same query with a given hnsw.ef_search (SET LOCAL in each transaction)."""
     # nearest_clips sets ef_search to max(100, 4k) itself; query directly here.
@@ -323,7 +345,7 @@ def _time_at(
                             "JOIN clips ON clips.id = clip_id "
                             f"WHERE model_name = '{MODEL}' AND generation_strategy = '{STRATEGY}' "
                             f"AND clips.superseded_at IS NULL "
-                            f"ORDER BY embedding::vector({dim}) <=> '{vec}' LIMIT {k}"
+                            f"ORDER BY embedding::{kind}({dim}) <=> '{vec}' LIMIT {k}"
                         )
                     )
                 )

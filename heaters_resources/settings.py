@@ -52,6 +52,14 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, not {text!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices`` (an unknown value is an error, not a silent default)."""
+    text = (_clean(env.get(name)) or default).lower()
+    if text not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {text!r}")
+    return text
+
+
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     """A number of seconds > 0 (a limit of zero would refuse everything)."""
     value = _seconds(env, name, default)
@@ -121,6 +129,8 @@ class Settings:
     #: Where embeddings run by default (``auto``, ``cpu``, ``cuda``, ``mps``); ``cuda`` also
     #: makes embedding runs ask Ray for a GPU.
     embed_device: str = "auto"
+    #: Kind of the HNSW index made for a new model: ``halfvec`` (half the size) or ``vector``.
+    vector_index: str = "halfvec"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +165,7 @@ class Settings:
             ray_address=_clean(env.get("HEATERS_RAY_ADDRESS")),
             ray_cpus_per_run=_positive(env, "HEATERS_RAY_CPUS_PER_RUN", 1.0),
             embed_device=_clean(env.get("HEATERS_EMBED_DEVICE")) or "auto",
+            vector_index=_choice(env, "HEATERS_VECTOR_INDEX", ("halfvec", "vector"), "halfvec"),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

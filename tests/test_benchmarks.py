@@ -159,16 +159,20 @@ def test_bench_platform_runs() -> None:
 
 
 def test_bench_pgvector_runs() -> None:
-    args = ("--n", "2000", "--dim", "32", "--queries", "5", "--json")
+    args = ("--n", "2000", "--dim", "32", "--queries", "5", "--index-kind", "both", "--json")
     out = _bench("benchmarks/bench_pgvector.py", *args)
     assert "HNSW index:" in out and "speed-up:" in out
+    assert "Index Scan using ix_clip_embeddings_hnsw" in out  # each kind's query used its index
     result = _last_json(out)
     _loadavg(result)
-    assert set(result["results"]) == {"near", "fresh"}
-    for kind, row in result["results"].items():
-        assert 0.0 <= row["recall"] <= 1.0 and 0.0 <= row["recall_ef40"] <= 1.0, kind
-        for key in ("hnsw_mean_ms", "exact_mean_ms", "speedup_mean", "ef40_mean_ms"):
-            assert _positive(row[key]), (kind, key)
+    assert set(result["results"]) == set(result["indexes"]) == {"vector", "halfvec"}
+    assert result["indexes"]["halfvec"]["index_mb"] < result["indexes"]["vector"]["index_mb"]
+    for index, rows in result["results"].items():
+        assert set(rows) == {"near", "fresh"}
+        for kind, row in rows.items():
+            assert 0.0 <= row["recall"] <= 1.0 and 0.0 <= row["recall_ef40"] <= 1.0, kind
+            for key in ("hnsw_mean_ms", "exact_mean_ms", "speedup_mean", "ef40_mean_ms"):
+                assert _positive(row[key]), (index, kind, key)
 
 
 def test_bench_backfill_runs_over_video_partitions() -> None:

@@ -91,7 +91,7 @@ def require_stored_space(db: Database, model_name: str, strategy: str) -> None:
 # --------------------------------------------------------------------------- dimensions
 
 
-_INDEX_DIM = re.compile(r"vector\((\d+)\)")
+_INDEX_DIM = re.compile(r"::(vector|halfvec)\((\d+)\)")
 
 
 _INDEX_MODEL = re.compile(r"model_name\)::text = '((?:[^']|'')*)'::text")
@@ -103,7 +103,7 @@ def indexed_models(db: Database) -> list[str]:
     query and one index probe per model, so it costs the same for ten clips or ten million."""
     with db.session() as session:
         indexes = [
-            (m.group(1).replace("''", "'"), int(d.group(1)))
+            (m.group(1).replace("''", "'"), d.group(1), int(d.group(2)))
             for (indexdef,) in session.execute(
                 text(
                     "SELECT indexdef FROM pg_indexes WHERE tablename = 'clip_embeddings' "
@@ -113,12 +113,12 @@ def indexed_models(db: Database) -> list[str]:
             if (m := _INDEX_MODEL.search(indexdef)) and (d := _INDEX_DIM.search(indexdef))
         ]
         found = set()
-        for model, dim in indexes:
+        for model, kind, dim in indexes:  # the index's own expression, so the index answers
             probe = "[" + ",".join(["1"] + ["0"] * (dim - 1)) + "]"
             hit = session.execute(
                 text(
                     "SELECT 1 FROM clip_embeddings WHERE model_name = :m "
-                    f"ORDER BY embedding::vector({dim}) <=> CAST(:v AS vector({dim})) LIMIT 1"
+                    f"ORDER BY embedding::{kind}({dim}) <=> CAST(:v AS {kind}({dim})) LIMIT 1"
                 ),
                 {"m": model, "v": probe},
             ).first()
@@ -141,7 +141,7 @@ def known_dimensions(db: Database, model_name: str) -> dict[str, int]:
         ):
             match = _INDEX_DIM.search(indexdef)
             if match:
-                found["index"] = int(match.group(1))
+                found["index"] = int(match.group(2))
         stored = session.scalar(
             select(ClipEmbedding.dimension).where(ClipEmbedding.model_name == model_name).limit(1)
         )

@@ -25,6 +25,7 @@ from heaters_resources.db.engine import (
     normalize_url,
 )
 from heaters_resources.search import ensure_hnsw_index, nearest_clips
+from heaters_resources.search.index import index_kind, nearest_statement
 from heaters_resources.settings import Settings
 
 START = (
@@ -157,19 +158,54 @@ def test_nearest_neighbours_match_numpy_cosine(db: Database) -> None:
     assert [n.clip_id for n in nearest_clips(db, [1.0, 2.0], model_name="other")] == [ids[0]]
 
 
-def test_hnsw_index_used(db: Database) -> None:
-    name = ensure_hnsw_index(db, "my/model-1", 3)
-    with db.session() as s:
-        s.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(
-            s.execute(
-                text(
-                    "EXPLAIN SELECT id FROM clip_embeddings WHERE model_name = 'my/model-1' "
-                    "ORDER BY embedding::vector(3) <=> '[1,0,0]' LIMIT 5"
-                )
-            ).scalars()
-        )
-    assert name in plan
+def _plan_of_nearest(db: Database, model: str, query: list[float]) -> str:
+    """EXPLAIN of the query nearest_clips runs (its own SQL and casts), sequential scans off:
+    an index whose expression does not match the query's cast shows up as a Seq Scan."""
+    stmt = nearest_statement(db, query, model_name=model, limit=5)
+    dialect = db.engine.dialect
+    compiled = stmt.compile(dialect=dialect)
+    params = {}
+    for key, value in compiled.params.items():
+        process = compiled.binds[key].type.bind_processor(dialect)
+        params[key] = process(value) if process else value
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + str(compiled), params))
+
+
+@pytest.mark.parametrize("kind", ["halfvec", "vector"])
+def test_hnsw_index_of_either_kind_is_used_and_ranks(db: Database, kind: str) -> None:
+    """Both index kinds: the query casts the column as the model's index does (read from the
+    catalog), so the planner uses the index; halfvec ranks in half precision, the distances
+    shown are still the exact ones."""
+    model = f"my/model-{kind}"
+    name = ensure_hnsw_index(db, model, 64, kind=kind)
+    assert index_kind(db, model) == kind
+    assert name in _plan_of_nearest(db, model, [1.0] + [0.0] * 63)
+    rng = np.random.default_rng(7)
+    vid = st.create_source_video(db, f"/v/{kind}.mp4")
+    st.start_downloading(db, vid)
+    st.complete_downloading(db, vid, original_key="k", fps=25.0, frame_count=300)
+    st.start_splicing(db, vid)
+    ids = st.create_clips_from_splice(db, vid, [st.ClipSpec(i, i + 1) for i in range(300)])
+    vectors = rng.normal(size=(300, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for cid, vec in zip(ids, vectors, strict=True):
+        st.store_embedding(db, cid, vec.tolist(), model_name=model, generation_strategy="s")
+    query = vectors[5] + 0.05 * rng.normal(size=64).astype(np.float32)
+    exact = 1.0 - vectors @ (query / np.linalg.norm(query))
+    got = nearest_clips(db, query.tolist(), model_name=model, limit=10)
+    assert got[0].clip_id == ids[5]
+    truth = {ids[i] for i in np.argsort(exact)[:10]}
+    assert len({n.clip_id for n in got} & truth) >= 9  # HNSW (and half precision) at 300
+    for n in got:  # ranked in half precision, the distances shown are exact
+        assert n.distance == pytest.approx(exact[ids.index(n.clip_id)], abs=1e-5)
+    assert [n.distance for n in got] == sorted(n.distance for n in got)
+    # The initial migration's indexes became halfvec (migration 0008, on an empty library).
+    assert index_kind(db, "facebook/dinov2-small") == "halfvec"
+    with pytest.raises(ValueError, match="dimension for a vector index"):
+        ensure_hnsw_index(db, "my/too-wide", 3000, kind="vector")
+    assert ensure_hnsw_index(db, "my/wide-half", 3000, kind="halfvec")
 
 
 def test_cli(
@@ -273,3 +309,73 @@ def test_lost_connection_retries_are_bounded(db: Database) -> None:
     with pytest.raises(OperationalError):
         db.run(always_killed, retries=2, backoff=0.01)
     assert len(calls) == 3
+
+
+def test_migration_0008_makes_empty_default_indexes_halfvec(
+    fresh_database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """0008 turns the initial migration's empty `vector` indexes into `halfvec` ones and back
+    on downgrade; an index that has vectors is left alone, and `heaters reindex` converts it
+    (queries follow the index: the same neighbours before and after)."""
+    from alembic import command
+
+    from heaters_resources.db.engine import alembic_config
+
+    def kinds() -> dict[str, str]:
+        with db.engine.connect() as conn:
+            defs = dict(
+                conn.execute(
+                    text(
+                        "SELECT indexname, indexdef FROM pg_indexes "
+                        "WHERE indexname LIKE 'ix_clip_embeddings_hnsw_%'"
+                    )
+                ).all()
+            )
+        return {
+            n[len("ix_clip_embeddings_hnsw_") :]: d.split("::")[1].split("(")[0]
+            for n, d in defs.items()
+        }
+
+    db = Database(fresh_database_url, auto_migrate=False)
+    try:
+        migrate(db.engine, "0007_reviewers_claims")
+        both = {"openai_clip_vit_base_patch32", "facebook_dinov2_small"}
+        assert {k: v for k, v in kinds().items() if k in both} == dict.fromkeys(both, "vector")
+        vid = st.create_source_video(db, "/v/x.mp4")
+        st.start_downloading(db, vid)
+        st.complete_downloading(db, vid, original_key="k", fps=25.0, frame_count=20)
+        st.start_splicing(db, vid)
+        ids = st.create_clips_from_splice(db, vid, [st.ClipSpec(i, i + 1) for i in range(20)])
+        rng = np.random.default_rng(1)
+        for cid in ids:  # DINOv2 vectors exist: its index stays as it is
+            st.store_embedding(
+                db,
+                cid,
+                rng.normal(size=384).tolist(),
+                model_name="facebook/dinov2-small",
+                generation_strategy="s",
+            )
+        migrate(db.engine)
+        assert kinds()["openai_clip_vit_base_patch32"] == "halfvec"
+        assert kinds()["facebook_dinov2_small"] == "vector"
+        query = rng.normal(size=384).tolist()
+        before = nearest_clips(db, query, model_name="facebook/dinov2-small", limit=5)
+
+        from heaters_resources.cli.main import app
+
+        monkeypatch.setenv("HEATERS_DATABASE_URL", fresh_database_url)
+        monkeypatch.setenv("HEATERS_HOME", str(tmp_path))
+        done = CliRunner().invoke(app, ["reindex", "facebook/dinov2-small", "--json"])
+        assert done.exit_code == 0, done.output
+        report = json.loads(done.stdout)
+        assert (report["was"], report["kind"], report["dimension"]) == ("vector", "halfvec", 384)
+        assert kinds()["facebook_dinov2_small"] == "halfvec"
+        after = nearest_clips(db, query, model_name="facebook/dinov2-small", limit=5)
+        assert [n.clip_id for n in after] == [n.clip_id for n in before]
+        assert [n.distance for n in after] == pytest.approx([n.distance for n in before])
+        missing = CliRunner().invoke(app, ["reindex", "no/such-model"])
+        assert missing.exit_code == 2 and "nothing to rebuild" in missing.stderr
+        command.downgrade(alembic_config(fresh_database_url), "0007_reviewers_claims")
+        assert kinds()["openai_clip_vit_base_patch32"] == "vector"
+    finally:
+        db.dispose()
