@@ -25,6 +25,7 @@ from heaters_media.errors import (
     ToolFailedError,
     UnsupportedMediaError,
 )
+from heaters_media.mp4index import sample_index_problem
 from heaters_media.results import Result
 from heaters_media.tools import (
     existing_file,
@@ -242,6 +243,22 @@ def _frames_and_duration(
     return frame_count, duration, declared
 
 
+def _check_index(v: dict[str, Any], fmt_name: str, p: Path) -> None:
+    """What the packet count cannot see: a video stream ffprobe could not identify (no codec,
+    0x0: the file was cut inside its headers), and an MP4/MOV index that points past the end
+    of the file or contradicts itself (:mod:`heaters_media.mp4index`)."""
+    if not v.get("codec_name") or not int(v.get("width") or 0) or not int(v.get("height") or 0):
+        raise CorruptMediaError(
+            f"{p.name}: the video stream cannot be identified (codec "
+            f"{v.get('codec_name') or 'unknown'}, {v.get('width') or 0}x{v.get('height') or 0})",
+            path=str(p),
+        )
+    if "mp4" in fmt_name or "mov" in fmt_name:
+        problem = sample_index_problem(p)
+        if problem:
+            raise CorruptMediaError(f"{p.name}: {problem}", path=str(p))
+
+
 def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     """Probe ``path``; with ``verify`` also count packets to catch truncated files.
 
@@ -258,6 +275,8 @@ def probe(path: str | os.PathLike[str], *, verify: bool = True) -> ProbeResult:
     v, a, fmt, fmt_name = _select_streams(ffprobe_json(p, args), p)
     rate, is_vfr = _frame_rate(v, p)
     frame_count, duration, declared = _frames_and_duration(v, fmt, rate, p, verify=verify)
+    if verify:  # after the packet count, whose error says how many frames are missing
+        _check_index(v, fmt_name, p)
     bit_rate = fmt.get("bit_rate")
     rotation = _rotation(v)
     width, height, sar = _geometry(v, rotation)
