@@ -8,7 +8,8 @@ actually arrive and raises to abort the download when the size, the deadline or 
 is passed. The hook runs after every read, so reads start at one byte (``buffersize``; yt-dlp
 doubles it while data flows fast): a trickling server cannot hold a read open for long. Live
 streams (no end) are refused, and no external downloader (ffmpeg) is used: those report no
-progress to count.
+progress to count. A web page (what the generic extractor reads whole, before any hook) is
+bounded first by :mod:`heaters_media.page_guard`.
 
 Every limit ends in DownloadFailedError, with ``details["limit"]`` naming it. The files are
 written inside the caller's staging folder, which the caller removes on any error.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from heaters_media.errors import DownloadFailedError, InvalidInputError
+from heaters_media.page_guard import check_page
 from heaters_media.progress import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -252,6 +254,14 @@ def download(
     import yt_dlp
     from yt_dlp.utils import YoutubeDLError
 
+    if url.lower().startswith(("http://", "https://")):
+        check_page(  # yt-dlp's generic extractor reads a page whole, before any hook runs
+            url,
+            max_bytes=limits.max_bytes,
+            stall_seconds=limits.stall_seconds,
+            timeout_seconds=limits.timeout_seconds,
+            stall_min_bytes=limits.stall_min_bytes,
+        )
     guard = _Guard(url, limits, progress)
     logger = _YtdlpLogger()
     dl_dir = stage / "download"

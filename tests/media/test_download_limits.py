@@ -46,6 +46,13 @@ class HostileHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
         self.end_headers()
 
+    def _page(self, length: int | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
     def do_HEAD(self) -> None:
         self._headers(None)
 
@@ -72,6 +79,20 @@ class HostileHandler(BaseHTTPRequestHandler):
         elif self.path == "/declared-huge.mp4":  # 50 GiB announced
             self._headers(50 * 1024**3)
             self.wfile.write(CHUNK)
+        elif self.path == "/endless.html":  # a page without end (yt-dlp reads pages whole)
+            self._page()
+            while not STOP.is_set():
+                self.wfile.write(b"<p>" + b"x" * 65536 + b"</p>")
+        elif self.path == "/trickle.html":  # a page, 20 bytes a second
+            self._page()
+            while not STOP.is_set():
+                self.wfile.write(b"<")
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif self.path == "/small.html":  # an ordinary page with no video on it
+            body = b"<html><head><title>nothing</title></head><body>no video</body></html>"
+            self._page(len(body))
+            self.wfile.write(body)
         elif self.path == "/silent.mp4":  # headers, then nothing
             self._headers(10_000_000)
             self.wfile.flush()
@@ -137,6 +158,25 @@ def test_steady_endless_body_hits_the_deadline(hostile: str, tmp_path: Path) -> 
 def test_silent_server_times_out(hostile: str, tmp_path: Path) -> None:
     err = _limit_failure(f"{hostile}/silent.mp4", tmp_path, DownloadLimits(stall_seconds=0.3))
     assert err.details["limit"] == "stall" and "timed out" in err.message.lower()
+
+
+def test_endless_page_is_refused_before_yt_dlp_reads_it_whole(hostile: str, tmp_path: Path) -> None:
+    """yt-dlp's generic extractor reads a page into memory before any hook runs: the page guard
+    stops an endless one at PAGE_LIMIT, whatever the (much larger) download limit."""
+    err = _limit_failure(f"{hostile}/endless.html", tmp_path, DownloadLimits())
+    assert err.details["limit"] == "max_bytes" and "endless page" in err.message
+
+
+def test_trickled_page_is_a_stall(hostile: str, tmp_path: Path) -> None:
+    limits = DownloadLimits(stall_seconds=0.5, stall_min_bytes=1024)
+    err = _limit_failure(f"{hostile}/trickle.html", tmp_path, limits)
+    assert err.details["limit"] == "stall" and "bytes in 0.5 s" in err.message
+
+
+def test_an_ordinary_page_without_video_is_yt_dlps_to_judge(hostile: str, tmp_path: Path) -> None:
+    err = _limit_failure(f"{hostile}/small.html", tmp_path, DownloadLimits())
+    assert err.kind == "download_failed" and "limit" not in err.details
+    assert "Unsupported URL" in err.message
 
 
 def test_real_video_within_limits_downloads_and_one_byte_less_is_refused(
