@@ -18,11 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import select
-
 from heaters_media.errors import MediaError
 from heaters_resources.db.engine import Database
-from heaters_resources.db.models import ClipEmbedding
 from heaters_resources.errors import HeatersStateError
 from heaters_resources.review import listing
 from heaters_resources.search import similarity, space
@@ -150,12 +147,7 @@ def _like(db: Database, query: LibraryQuery, wanted: tuple[str, ...]) -> Library
     own = listing.clip_rows(db, [query.like])
     if not own:
         return LibraryPage("like", [], notice=f"Clip {query.like} does not exist.")
-    with db.session() as s:
-        spaces = s.execute(
-            select(ClipEmbedding.model_name, ClipEmbedding.generation_strategy)
-            .where(ClipEmbedding.clip_id == query.like)
-            .order_by(ClipEmbedding.created_at.desc())
-        ).all()
+    spaces = space.clip_spaces(db, query.like)
     models = sorted({m for m, _ in spaces})
     page = LibraryPage("like", [], like_clip=own[0], models=models)
     if not spaces:
@@ -164,13 +156,13 @@ def _like(db: Database, query: LibraryQuery, wanted: tuple[str, ...]) -> Library
             "when it is approved (or with HEATERS_REVIEW_SIMILAR, when it is ready for review)."
         )
         return page
-    if query.model and query.model not in models:
+    chosen = space.pick_space(spaces, query.model)
+    if chosen is None:
         page.notice = f"Clip {own[0].identifier} has no {query.model} vector; it has: " + (
             ", ".join(models)
         )
         return page
-    pick = query.model or (space.default_model() if space.default_model() in models else "")
-    model, strategy = next((m, st) for m, st in spaces if not pick or m == pick)
+    model, strategy = chosen
     found = similarity.similar_clips(
         db, query.like, query.limit, model, strategy, clip_states=list(wanted)
     )

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from heaters_resources import states
 from heaters_resources.db.engine import Database
-from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding, ReviewEvent, SourceVideo
+from heaters_resources.db.models import Clip, ClipArtifact, ReviewEvent, SourceVideo
 from heaters_resources.review.history import EventView, NewClip, batched, describe
 from heaters_resources.search import similarity, space
 from heaters_resources.states import review as review_states
@@ -267,22 +267,17 @@ def similar_clips(db: Database, clip_id: int, k: int = 6) -> list[SimilarClip]:
     The space is one the clip has a vector in: the configured default model if it has one,
     else its newest. The search itself is `similarity.similar_clips`.
     """
-    with db.session() as s:
-        spaces = s.execute(
-            select(ClipEmbedding.model_name, ClipEmbedding.generation_strategy)
-            .where(ClipEmbedding.clip_id == clip_id)
-            .order_by(ClipEmbedding.created_at.desc())
-        ).all()
-    if not spaces:
+    chosen = space.pick_space(space.clip_spaces(db, clip_id))
+    if chosen is None:
         return []
-    chosen = next((sp for sp in spaces if sp.model_name == space.default_model()), spaces[0])
-    neighbours = _neighbours(db, clip_id, k, chosen.model_name, chosen.generation_strategy)
+    model_name, strategy = chosen
+    neighbours = _neighbours(db, clip_id, k, model_name, strategy)
     if not neighbours:
         return []
     ids = [cid for cid, _ in neighbours]
     limit = (
         DESCRIPTOR_NEAR_DUPLICATE_DISTANCE
-        if chosen.model_name == space.DESCRIPTOR_MODEL
+        if model_name == space.DESCRIPTOR_MODEL
         else NEAR_DUPLICATE_DISTANCE
     )
     with db.session() as s:

@@ -31,7 +31,8 @@ from heaters_resources.settings import Settings
 _MODEL = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 #: Index kinds and the largest dimension pgvector's HNSW takes for each.
 INDEX_KINDS = {"vector": 2000, "halfvec": 4000}
-_KIND_OF_INDEX = re.compile(r"::(vector|halfvec)\((\d+)\)")
+#: An HNSW index definition's element type and dimension (`...::halfvec(512)`).
+INDEX_TYPE = re.compile(r"::(vector|halfvec)\((\d+)\)")
 # Per (database URL, model): the kind of the model's HNSW index, once it has one.
 _INDEX_KIND: dict[tuple[str, str], str] = {}
 # Per database URL: whether its pgvector has `hnsw.iterative_scan` (0.8.0 and later).
@@ -65,13 +66,7 @@ def ensure_hnsw_index(
 
     ``kind``: ``halfvec`` or ``vector`` (default HEATERS_VECTOR_INDEX). A model that has an
     index keeps it, whatever its kind: queries follow the index (:func:`index_kind`)."""
-    kind = kind or Settings.from_env().vector_index
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, not {kind!r}")
-    if not _MODEL.match(model_name) or not 0 < dimension <= INDEX_KINDS[kind]:
-        raise ValueError(
-            f"invalid model name or dimension for a {kind} index: {model_name!r}, {dimension}"
-        )
+    kind = _checked(model_name, dimension, kind or Settings.from_env().vector_index)
     name = index_name(model_name)
     with db.session() as session:
         session.execute(
@@ -85,13 +80,22 @@ def ensure_hnsw_index(
     return name
 
 
+def _checked(model_name: str, dimension: int, kind: str) -> str:
+    """``kind`` when an index of that kind can be made for the model and dimension, else
+    ValueError (the names go into DDL, so only safe ones pass)."""
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, not {kind!r}")
+    if not _MODEL.match(model_name) or not 0 < dimension <= INDEX_KINDS[kind]:
+        raise ValueError(
+            f"invalid model name or dimension for a {kind} index: {model_name!r}, {dimension}"
+        )
+    return kind
+
+
 def rebuild_hnsw_index(db: Database, model_name: str, kind: str, dimension: int) -> str:
     """Drop ``model_name``'s HNSW index and build it again as ``kind`` (``heaters reindex``).
     Writes to clip_embeddings wait while it builds; searches of that model scan meanwhile."""
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}, not {kind!r}")
-    if not _MODEL.match(model_name):
-        raise ValueError(f"invalid model name: {model_name!r}")
+    _checked(model_name, dimension, kind)  # before the old index is dropped
     with db.session() as session:
         session.execute(text(f"DROP INDEX IF EXISTS {index_name(model_name)}"))
     _INDEX_KIND.pop((db.url, model_name), None)
@@ -112,7 +116,7 @@ def index_kind(db: Database, model_name: str) -> str:
             ),
             {"name": index_name(model_name)},
         ).scalar()
-    match = _KIND_OF_INDEX.search(found or "")
+    match = INDEX_TYPE.search(found or "")
     if not match:
         return "vector"
     _INDEX_KIND[key] = match.group(1)

@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 from heaters_media.errors import InvalidInputError
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import ClipEmbedding
+from heaters_resources.search.index import INDEX_TYPE
 from heaters_resources.settings import Settings
 
 #: The weights-free descriptor model (``heaters_media.descriptor.NAME``; a test keeps them equal,
@@ -91,9 +92,6 @@ def require_stored_space(db: Database, model_name: str, strategy: str) -> None:
 # --------------------------------------------------------------------------- dimensions
 
 
-_INDEX_DIM = re.compile(r"::(vector|halfvec)\((\d+)\)")
-
-
 _INDEX_MODEL = re.compile(r"model_name\)::text = '((?:[^']|'')*)'::text")
 
 
@@ -110,7 +108,7 @@ def indexed_models(db: Database) -> list[str]:
                     "AND indexdef LIKE '%hnsw%'"
                 )
             )
-            if (m := _INDEX_MODEL.search(indexdef)) and (d := _INDEX_DIM.search(indexdef))
+            if (m := _INDEX_MODEL.search(indexdef)) and (d := INDEX_TYPE.search(indexdef))
         ]
         found = set()
         for model, kind, dim in indexes:  # the index's own expression, so the index answers
@@ -139,7 +137,7 @@ def known_dimensions(db: Database, model_name: str) -> dict[str, int]:
             ),
             {"pred": f"%model_name)::text = '{model_name}'::text%"},
         ):
-            match = _INDEX_DIM.search(indexdef)
+            match = INDEX_TYPE.search(indexdef)
             if match:
                 found["index"] = int(match.group(2))
         stored = session.scalar(
@@ -162,3 +160,24 @@ def check_dimension(db: Database, model_name: str, dimension: int) -> None:
                 dimension=dimension,
                 expected=dim,
             )
+
+
+def clip_spaces(db: Database, clip_id: int) -> list[tuple[str, str]]:
+    """The (model, strategy) spaces ``clip_id`` has vectors in, newest first."""
+    with db.session() as session:
+        rows = session.execute(
+            select(ClipEmbedding.model_name, ClipEmbedding.generation_strategy)
+            .where(ClipEmbedding.clip_id == clip_id)
+            .order_by(ClipEmbedding.created_at.desc())
+        ).all()
+    return [(str(m), str(s)) for m, s in rows]
+
+
+def pick_space(spaces: list[tuple[str, str]], model: str = "") -> tuple[str, str] | None:
+    """The space to search from a clip's ``spaces``: ``model``'s when given, else the
+    configured default model's when the clip has it, else its newest (None: no such space)."""
+    wanted = model or default_model()
+    found = next((sp for sp in spaces if sp[0] == wanted), None)
+    if found or model:
+        return found
+    return spaces[0] if spaces else None
