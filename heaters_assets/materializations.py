@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from heaters_assets.previews import ClipFigures, review_url
+from heaters_assets.previews import ClipFigures
 from heaters_resources.steps import ClipBatchOutcome
 
 #: Rows of the per-partition clip table (a video with more clips lists the first ones).
@@ -91,7 +91,7 @@ def _row(
             "frames": fig.frames if fig else 0,
             "duration_s": fig.duration if fig else 0.0,
             "image": image[1] if image else "",
-            "review": review_url(clip_id=fig.id) if fig else "",
+            "review": fig.review if fig else "",
             "note": note,
         }
     )

@@ -37,6 +37,8 @@ class ClipFigures:
     start_frame: int
     frames: int
     duration: float
+    #: The clip on the review page (HEATERS_REVIEW_URL, read once per call of clip_figures).
+    review: str
     #: kind -> (storage key, "WxH" of the image) of the clip's newest keyframe (the 50 % one when
     #: there is one) and sprite sheet.
     images: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -69,6 +71,7 @@ def clip_figures(db: Database, identifiers: Sequence[str]) -> dict[str, ClipFigu
             # The midpoint first (tag "50"), then the newest: the first row of a kind wins.
             .order_by(ClipArtifact.clip_id, ClipArtifact.tag != "50", ClipArtifact.id.desc())
         ).all()
+    base = review_base()
     images: dict[int, dict[str, tuple[str, str]]] = {}
     for cid, kind, key, meta in arts:
         images.setdefault(cid, {}).setdefault(kind, (key, _size(kind, meta or {})))
@@ -80,6 +83,7 @@ def clip_figures(db: Database, identifiers: Sequence[str]) -> dict[str, ClipFigu
             int(c.start_frame),
             int(c.end_frame - c.start_frame),
             round(float(c.end_time - c.start_time), 3),
+            f"{base}/?clip={c.id}",
             images.get(c.id, {}),
         )
         for c in clips
@@ -94,13 +98,9 @@ def _size(kind: str, meta: Mapping[str, Any]) -> str:
     return f"{size}, {tiles} tiles" if size and tiles else size
 
 
-def review_url(clip_id: int | None = None, video_id: int | None = None) -> str:
-    """The review page for a clip (``/?clip=``) or a video's clip list (``/queue?video=``),
-    under HEATERS_REVIEW_URL."""
-    base = Settings.from_env().review_url.rstrip("/")
-    if clip_id is not None:
-        return f"{base}/?clip={clip_id}"
-    return f"{base}/queue?video={video_id}" if video_id is not None else f"{base}/queue"
+def review_base() -> str:
+    """Where the review page is reached (HEATERS_REVIEW_URL), without a trailing slash."""
+    return Settings.from_env().review_url.rstrip("/")
 
 
 def thumbnail(image: bytes, width: int = THUMB_WIDTH) -> str | None:
@@ -124,7 +124,7 @@ def preview_markdown(
 ) -> str:
     """Markdown for a partition: the first clip's keyframe or sprite inline, and links to the
     clip and to the video's clips on the review page."""
-    link = review_url(clip_id=clip.id)
+    link = clip.review
     lines = []
     found = clip.images.get(kind)
     if found:
@@ -136,10 +136,10 @@ def preview_markdown(
             uri = None
         if uri:
             lines.append(f"[![{kind} of {clip.identifier}]({uri})]({link})")
+    listing = f"{review_base()}/queue?video={video_id}"
     lines.append(
         f"First clip: [{clip.identifier}]({link}) · {clip.frames} frames · "
         f"{clip.duration:.2f} s  \n"
-        f"All {clips_done} clips of video {video_id}: [{review_url(video_id=video_id)}]"
-        f"({review_url(video_id=video_id)})"
+        f"All {clips_done} clips of video {video_id}: [{listing}]({listing})"
     )
     return "\n\n".join(lines)

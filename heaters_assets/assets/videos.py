@@ -9,7 +9,7 @@ import dagster as dg
 from heaters_assets.config import IngestConfig, SceneConfig
 from heaters_assets.materializations import TABLE_ROWS, check_result
 from heaters_assets.partitions import source_videos_partitions
-from heaters_assets.previews import clip_figures, review_url
+from heaters_assets.previews import clip_figures
 from heaters_assets.progress import run_log_progress
 from heaters_resources import steps
 from heaters_resources.db.engine import Database
@@ -41,7 +41,7 @@ def _clip_table(db: Database, identifiers: list[str]) -> dg.MetadataValue:
                 "start_frame": f.start_frame,
                 "frames": f.frames,
                 "duration_s": f.duration,
-                "review": review_url(clip_id=f.id),
+                "review": f.review,
             }
         )
         for f in sorted(figures.values(), key=lambda f: f.start_frame)

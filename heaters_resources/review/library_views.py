@@ -49,7 +49,11 @@ class LibraryViews:
             result=page,
             states=library.LIBRARY_STATES,
             videos=await run_in_threadpool(listing.videos, self.db),
-            text_models=await run_in_threadpool(library.text_models, self.db),
+            text_models=(  # a text search has just listed them
+                page.models
+                if page.mode == "text"
+                else await run_in_threadpool(library.text_models, self.db)
+            ),
             here=here,
         )
 
