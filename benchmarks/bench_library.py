@@ -30,10 +30,14 @@ Figures, in seconds (best of ``--repeat`` when a try takes under 5 s, else one t
   ``instance.create_run_for_job`` per range with ``names.partition_range_tags`` and a backfill
   tag. Creating a run logs its ASSET_MATERIALIZATION_PLANNED events (by default one per
   partition and asset). Left out: the daemon's backfill bookkeeping, ``submit_run``, the runs.
-  One try; ``runs_created`` of ``backfill_ranges`` (``--backfill-runs`` caps it).
-  ``backfill_subset_events_s``: the same with DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS
-  (one planned event per asset and run; Dagster then cannot mark a failed run's partitions
-  failed).
+  One try; ``runs_created`` of ``backfill_ranges`` (``--backfill-runs`` caps it). The instance
+  is ``heaters dev``'s: our event log (``orchestration/event_log.py``) with
+  DAGSTER_EVENT_BATCH_SIZE set, so that a run's planned events are one INSERT.
+  Over the first ``compared_runs`` (at most 100) runs: ``backfill_stock_s`` with Dagster's own
+  event-log behaviour (DAGSTER_EVENT_BATCH_SIZE=0: an INSERT, a NOTIFY and an upsert on two new
+  connections per event) and ``backfill_subset_events_s`` with
+  DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS (one planned event per asset and run; Dagster
+  then cannot mark a failed run's partitions failed).
 - ``partitions_page_s``: the data of the ``keyframes`` partitions page: the ``source_videos``
   keys and the materialized / failed / in-progress subsets from the asset status cache
   (``get_and_update_asset_status_cache_value``, as the webserver), after a runless
@@ -110,6 +114,7 @@ from heaters_resources.store import keys
 MODEL, STRATEGY = "bench/random", "keyframe_multi_avg"
 FRAMES, FPS = 50, 25.0  # frames per clip (2 s)
 CHUNK = 10_000  # clips per bulk transition
+COMPARE_RUNS = 100  # runs created by each alternative event-log path
 SCENARIO = 1_000  # new clips / approvals / review events before the sensor ticks
 CHEAP_S = 5.0  # a try shorter than this is repeated
 DUPLICATE_EVERY = 50
@@ -372,7 +377,8 @@ def dagster_instance(settings: Settings, tmp: Path) -> Iterator[tuple[dg.Dagster
     try:
         with environ(DAGSTER_HOME=str(tmp / "dagster")):
             env = prepare_dagster_home(settings)
-        with environ(HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"]):
+        dagster_env = {k: env[k] for k in ("HEATERS_DAGSTER_PG_URL", "DAGSTER_EVENT_BATCH_SIZE")}
+        with environ(**dagster_env):
             instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
             instance.get_dynamic_partitions(names.SOURCE_VIDEOS)  # fails here if it is broken
     except Exception as exc:  # any failure to set it up: fall back, and say so
@@ -383,7 +389,7 @@ def dagster_instance(settings: Settings, tmp: Path) -> Iterator[tuple[dg.Dagster
             yield fallback, "sqlite (instance_for_test)"
         return
     try:
-        with environ(HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"]):
+        with environ(**dagster_env):
             yield instance, "postgres (dagster.yaml)"
     finally:
         instance.dispose()
@@ -583,11 +589,23 @@ def measure(
     )
     out.update(backfill_run_creation_s=seconds, runs_created=runs, backfill_ranges=ranges)
     print(f"backfill: {runs} of {ranges} runs created in {seconds:.2f} s", flush=True)
+    # The alternatives, over at most COMPARE_RUNS runs (the stock path takes half an hour at 1M).
+    few = min(cap or COMPARE_RUNS, COMPARE_RUNS)
+    with environ(DAGSTER_EVENT_BATCH_SIZE="0"):
+        seconds, _ = timer.best(
+            "backfill_stock", lambda: create_backfill_runs(instance, few), once=True
+        )
+    out.update(backfill_stock_s=seconds, compared_runs=min(few, ranges))
     with environ(DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS="1"):
         seconds, _ = timer.best(
-            "backfill_subset", lambda: create_backfill_runs(instance, cap), once=True
+            "backfill_subset", lambda: create_backfill_runs(instance, few), once=True
         )
     out["backfill_subset_events_s"] = seconds
+    print(
+        f"the first {out['compared_runs']} runs: stock event log {out['backfill_stock_s']:.2f} s,"
+        f" subset events {seconds:.2f} s",
+        flush=True,
+    )
 
     half = [str(v) for v in instance.get_dynamic_partitions(names.SOURCE_VIDEOS)]
     half = half[: len(half) // 2]

@@ -14,6 +14,7 @@ CLIPS, PER_VIDEO = 2_000, 25
 TIMES = (
     "build_s",
     "backfill_run_creation_s",
+    "backfill_stock_s",
     "backfill_subset_events_s",
     "materializations_s",
     "partitions_page_cold_s",
@@ -61,6 +62,7 @@ def test_bench_library_structure() -> None:
     for state in ("pending_review", "approved", "embedded", "archived"):
         assert by_state.get(state, 0) > 0, state
     assert out["runs_created"] == out["backfill_ranges"] == -(-videos // 20)
+    assert out["compared_runs"] == min(100, out["backfill_ranges"])
     page = out["partitions_page"]
     assert page["partitions"] == videos
     assert out["materializations_logged"] == videos // 2 == page["materialized"]

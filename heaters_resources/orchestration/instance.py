@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from heaters_resources.db.engine import database_url
 from heaters_resources.errors import RunFailedError
+from heaters_resources.orchestration.event_log import EVENT_BATCH_SIZE
 from heaters_resources.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,9 @@ def prepare_dagster_home(settings: Settings | None = None) -> dict[str, str]:
         HEATERS_HOME=str(Path(settings.home).resolve()),
         HEATERS_DAGSTER_PG_URL=dagster_storage_url(settings),
     )
+    # Dagster hands a run's planned events to the event log as one batch only when this is
+    # set; our event log (event_log.py) then writes them in one statement.
+    env.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     return env
 
 

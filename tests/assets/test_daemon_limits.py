@@ -42,6 +42,7 @@ from typing import IO, Any
 import pytest
 import yaml
 
+from heaters_resources.orchestration.event_log import EVENT_BATCH_SIZE
 from tests.dagster_graphql import graphql
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -350,8 +351,9 @@ def test_dagster_yaml_queue_limits_and_retries(fresh_database_url: str, tmp_path
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    storage = yaml.safe_load((dagster_home / "dagster.yaml").read_text())["storage"]
-    assert storage == {"postgres": {"postgres_url": {"env": "HEATERS_DAGSTER_PG_URL"}}}
+    config = yaml.safe_load((dagster_home / "dagster.yaml").read_text())
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert config[storage]["config"] == {"postgres_url": {"env": "HEATERS_DAGSTER_PG_URL"}}
 
     records = tmp_path / "records"
     records.mkdir()
@@ -363,6 +365,7 @@ def test_dagster_yaml_queue_limits_and_retries(fresh_database_url: str, tmp_path
         HEATERS_HOME=str(tmp_path / "heaters_home"),
         # A database of its own: the Heaters tables live in the session's `postgres` database.
         HEATERS_DAGSTER_PG_URL=fresh_database_url,
+        DAGSTER_EVENT_BATCH_SIZE=EVENT_BATCH_SIZE,  # as heaters dev sets it
     )
     port = _free_port()
     web_log, daemon_log = tmp_path / "webserver.log", tmp_path / "daemon.log"
