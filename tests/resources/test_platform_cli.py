@@ -161,9 +161,13 @@ query($id: String!) {
 
 def _launch_backfill(
     port: int, assets: list[str], partitions: list[str], config: dict[str, Any], log: Path
-) -> list[dict[str, Any]]:
+) -> tuple[str, list[dict[str, Any]]]:
     """Launch a backfill as the UI's *Launch backfill* does (the same GraphQL mutation, run
-    config included), wait for the daemon to finish it, and return its runs."""
+    config included), wait for its runs to end, and return its id and its runs.
+
+    Whether the daemon then marks the backfill completed is checked by
+    :func:`_backfill_completed` later: the daemon looks at backfills every 30 s (Dagster's
+    fixed interval), so waiting for it here would cost a whole interval per backfill."""
     launched = graphql(
         port,
         LAUNCH_BACKFILL,
@@ -178,17 +182,32 @@ def _launch_backfill(
     )
     result = launched["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result
+    backfill_id = result["backfillId"]
     deadline = time.time() + 300
     while True:
-        status = graphql(port, BACKFILL_STATUS, {"id": result["backfillId"]})
+        status = graphql(port, BACKFILL_STATUS, {"id": backfill_id})
+        runs: list[dict[str, Any]] = status["runsOrError"]["results"]
+        if runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            return backfill_id, runs
+        state = status["partitionBackfillOrError"]["status"]
+        assert state in ("REQUESTED", "COMPLETED", "COMPLETED_SUCCESS"), (state, runs)
+        assert time.time() < deadline, (state, runs, log.read_text()[-4000:])
+        time.sleep(2)
+
+
+def _backfill_completed(port: int, backfill_id: str, log: Path) -> None:
+    """The daemon marks the backfill completed, with every run a success."""
+    deadline = time.time() + 120
+    while True:
+        status = graphql(port, BACKFILL_STATUS, {"id": backfill_id})
         state = status["partitionBackfillOrError"]["status"]
         if state not in ("REQUESTED", "CANCELING", "FAILING"):
             break
         assert time.time() < deadline, (state, log.read_text()[-4000:])
         time.sleep(2)
-    runs: list[dict[str, Any]] = status["runsOrError"]["results"]
+    runs = status["runsOrError"]["results"]
     assert state in ("COMPLETED", "COMPLETED_SUCCESS"), (state, runs, log.read_text()[-4000:])
-    return runs
+    assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
 
 
 def _clip_states(db: Database) -> dict[str, int]:
@@ -201,7 +220,7 @@ def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
     with db.session() as s:
         n = s.scalar(select(func.count()).select_from(Clip)) or 0
     # 1. new keyframe strategy for every clip: the video's partition (one video) -> one run
-    runs = _launch_backfill(
+    first, runs = _launch_backfill(
         port,
         ["keyframes", "sprite_sheet"],
         ["1"],
@@ -227,7 +246,7 @@ def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
 
     # 2. re-splice the video with a longer minimum scene: fewer clips, which the new-clips
     # sensor then takes to review
-    runs = _launch_backfill(
+    second, runs = _launch_backfill(
         port,
         ["clip_splits"],
         ["1"],
@@ -250,6 +269,8 @@ def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
             s.scalars(select(Clip.end_frame - Clip.start_frame).order_by(Clip.start_frame))
         )
     assert 1 < len(lengths) < n and min(lengths[:-1]) >= 100  # 4 s at 25 fps
+    for backfill_id in (first, second):
+        _backfill_completed(port, backfill_id, log)
 
 
 @pytest.mark.slow
