@@ -202,6 +202,11 @@ def test_artifact_problems_compare_sprite_image_with_metadata(
             f"{idents[2]}: sprite is {want}, metadata says ({4 * TILE_W}, {ROWS * TILE_H})",
         ]
     )
+    # A sheet of the right size cut short: its header alone would pass.
+    any_store.upload_bytes(_jpeg(*want)[:-200], resized, content_type="image/jpeg")
+    assert f"{idents[0]}: sprite is None, metadata says {want}" in steps.artifact_problems(
+        db, any_store, idents, "sprite_sheet"
+    )
     assert any_store.delete_many([resized]).ok
     assert steps.artifact_problems(db, any_store, idents[:1], "sprite_sheet") == [
         f"{idents[0]}: {resized} missing from the store"
