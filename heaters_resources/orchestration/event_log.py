@@ -99,9 +99,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         statement = self.prepare_insert_event_batch(planned)
         with self._connect() as conn:
             rows = conn.execute(statement.returning(SqlEventLogStorageTable.c.id)).fetchall()
-        ids = [int(row[0]) for row in rows]
-        if len(ids) != len(planned):
-            raise RuntimeError(f"stored {len(ids)} of {len(planned)} planned events")
+        ids = [int(row[0]) for row in rows]  # in the order of the rows (one per event)
         # The asset row keeps the newest planned event of each asset (last run id, timestamp):
         # what storing them one by one leaves there too. Planned events carry no tags.
         newest: dict[str, tuple[EventLogEntry, int]] = {}
