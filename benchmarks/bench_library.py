@@ -34,8 +34,8 @@ Figures, in seconds (best of ``--repeat`` when a try takes under 5 s, else one t
   is ``heaters dev``'s: our event log (``orchestration/event_log.py``) with
   DAGSTER_EVENT_BATCH_SIZE set, so that a run's planned events are one INSERT.
   Over the first ``compared_runs`` (at most 100) runs: ``backfill_stock_s`` with Dagster's own
-  event-log behaviour (DAGSTER_EVENT_BATCH_SIZE=0: an INSERT, a NOTIFY and an upsert on two new
-  connections per event) and ``backfill_subset_events_s`` with
+  event-log writes (DAGSTER_EVENT_BATCH_SIZE=0: an INSERT, a NOTIFY and an upsert on two new
+  connections per event; the partition keys stay cached by our event log) and ``backfill_subset_events_s`` with
   DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS (one planned event per asset and run; Dagster
   then cannot mark a failed run's partitions failed).
 - ``partitions_page_s``: the data of the ``keyframes`` partitions page: the ``source_videos``
