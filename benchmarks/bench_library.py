@@ -35,9 +35,9 @@ Figures, in seconds (best of ``--repeat`` when a try takes under 5 s, else one t
   DAGSTER_EVENT_BATCH_SIZE set, so that a run's planned events are one INSERT.
   Over the first ``compared_runs`` (at most 100) runs: ``backfill_stock_s`` with Dagster's own
   event-log writes (DAGSTER_EVENT_BATCH_SIZE=0: an INSERT, a NOTIFY and an upsert on two new
-  connections per event; the partition keys stay cached by our event log) and ``backfill_subset_events_s`` with
-  DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS (one planned event per asset and run; Dagster
-  then cannot mark a failed run's partitions failed).
+  connections per event; the partition keys stay cached by our event log) and
+  ``backfill_subset_events_s`` with DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS (one
+  planned event per asset and run; Dagster then cannot mark a failed run's partitions failed).
 - ``partitions_page_s``: the data of the ``keyframes`` partitions page: the ``source_videos``
   keys and the materialized / failed / in-progress subsets from the asset status cache
   (``get_and_update_asset_status_cache_value``, as the webserver), after a runless
