@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from heaters_media.embed_preprocess import Preprocess, jpeg_size
+from heaters_media.embed_preprocess import Preprocess, jpeg_ends, jpeg_size
 from heaters_media.errors import CorruptMediaError, InvalidInputError, MediaError
 
 DECODES = ("auto", "cpu", "gpu")
@@ -110,11 +110,7 @@ class GpuJpegStage:
         # other formats are finished on the CPU like in the CPU feed.
         # nvJPEG decodes a truncated JPEG without an error (grey where data is missing): one
         # without its end-of-image marker goes to the CPU decoder, which refuses it typed.
-        gpu = (
-            jpeg_size(data) is not None
-            and _EXIF not in data[:65536]
-            and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
-        )
+        gpu = jpeg_size(data) is not None and _EXIF not in data[:65536] and jpeg_ends(data)
         buf[row] = ("jpeg", data, path) if gpu else ("crop", self.prep.load(path))
 
     def _decode(

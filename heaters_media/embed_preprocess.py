@@ -93,6 +93,15 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def jpeg_ends(data: bytes) -> bool:
+    """The bytes end with a JPEG end-of-image marker (trailing zero padding allowed).
+
+    Decoders fill a JPEG cut short with grey and report its full size; this tells such a file
+    from a whole one without decoding it.
+    """
+    return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+
+
 def reduction(height: int, width: int, min_short: int) -> int:
     """The largest libjpeg reduction (8, 4, 2, else 1) whose short side stays >= ``min_short``."""
     short = min(height, width)

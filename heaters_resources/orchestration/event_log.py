@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import (
     DynamicPartitionsTable,
@@ -39,11 +38,10 @@ from sqlalchemy import func, select
 #: Events per batch Dagster hands to the storage (``heaters dev`` exports it; a run over
 #: 20 videos plans 40 materializations, a batch is written when its run's last one arrives).
 EVENT_BATCH_SIZE = "10000"
-PLANNED = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 
 
 def _is_planned(event: EventLogEntry) -> bool:
-    return event.is_dagster_event and event.get_dagster_event().event_type == PLANNED
+    return event.is_dagster_event and event.get_dagster_event().is_asset_materialization_planned
 
 
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):

@@ -58,11 +58,11 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
     without its end-of-image marker (cut short) is not an image here, where a decoder would
     fill its missing rows with grey and report the full size. Anything else is decoded.
     """
-    from heaters_media.embed_preprocess import jpeg_size
+    from heaters_media.embed_preprocess import jpeg_ends, jpeg_size
 
     size = jpeg_size(data)
     if size is not None:
-        return (size[1], size[0]) if data.rstrip(b"\0")[-2:] == b"\xff\xd9" else None
+        return (size[1], size[0]) if jpeg_ends(data) else None
 
     import cv2
     import numpy as np
