@@ -1,25 +1,28 @@
-"""Keyframes and sprite sheets of many clips from one decode of their source video.
+"""Keyframes, sprite sheets and review proxies of many clips from one decode of their source.
 
 Cutting a video makes clip files, and the first engine decoded each clip file again, once for its
 keyframes and once for its sprite: two decodes and two process start-ups per clip. Here a clip is
 just the frame range ``[start, end)`` of the source, and every consumer of a clip (keyframes,
-sprite, and any later one) is a branch of one ffmpeg filter graph fed by a single decode:
+sprite, review proxy, and any later one) is a branch of one ffmpeg filter graph fed by a single
+decode:
 
-    source --decode--> split --trim(clip 0)--> split --> select(25/50/75 %) -> JPEGs
-                             |                       \\-> fps -> scale -> tile -> sprite JPEG
-                             \\--trim(clip 1)--> ...
+    source --decode--> split --trim(clip 0)--> fps -> scale -> tile -> sprite JPEG
+                             |--trim(clip 1)--> ...
+                             |--select(every clip's 25/50/75 % frame) -> JPEGs
+                             \\--trim(window) -> scale -> x264, key frame at each clip -> segments
 
-A branch trims its clip out of the stream and restarts its timestamps at zero (``setpts``), so
-its filters see exactly what they saw on the clip file: same frame numbers, same timestamps,
-hence the same keyframe indices and the same sprite tiles as :func:`extract_keyframes` and
-:func:`make_sprite`, without the clip file (tested against both).
+A per-clip branch trims its clip out of the stream and restarts its timestamps at zero
+(``setpts``), so its filters see exactly what they saw on the clip file: same frame numbers,
+same timestamps, hence the same sprite tiles as :func:`make_sprite`. A window branch
+(keyframes, proxies) picks frames by their number in the window, so its keyframes are those of
+:func:`extract_keyframes`, without the clip file (tested against both).
 
 The clips are processed in *windows* of consecutive clips; a window's ffmpeg seeks straight to
 the key frame at or before its first clip (nothing before it is decoded), so windows decode
 side by side on several cores and the whole video is still decoded about once. A consumer is a
-small class behind ``Consumer`` in :mod:`heaters_media.consumers` (the way PySceneDetect's
-detectors and video2dataset's subsamplers are): it contributes a filter chain and ffmpeg outputs
-for each clip, then reads what ffmpeg wrote.
+small class behind ``Consumer`` or ``WindowConsumer`` in :mod:`heaters_media.consumers` (the way
+PySceneDetect's detectors and video2dataset's subsamplers are): it contributes filter chains
+and ffmpeg outputs, then reads what ffmpeg wrote for each clip.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 from heaters_media.consumers import (
     ClipRange,
@@ -41,11 +45,14 @@ from heaters_media.consumers import (
     KeyframeConsumer,
     Source,
     SpriteConsumer,
+    WindowConsumer,
+    is_window_consumer,
 )
 from heaters_media.errors import InvalidInputError, MediaError
 from heaters_media.keyframes import KeyframesResult
 from heaters_media.probe import Packets, probe_video, read_packets
 from heaters_media.progress import ProgressFn
+from heaters_media.proxy import ProxyConsumer, ProxyResult
 from heaters_media.results import Result
 from heaters_media.sprite import (
     SpriteResult,
@@ -55,8 +62,9 @@ from heaters_media.tools import existing_file, ffmpeg_cmd, run
 #: A window's ffmpeg gets at most this many clips (each clip is a few filters and outputs).
 MAX_CLIPS_PER_WINDOW = 48
 #: Bytes a window's ffmpeg may keep for its clips' outputs (sprite canvases and JPEG encoders
-#: stay allocated until the window ends: ~7 bytes per sheet pixel, measured).
-WINDOW_MEMORY_BUDGET = 320 * 1024 * 1024
+#: stay allocated until the window ends: ~7 bytes per sheet pixel, measured). Two windows run
+#: at once on two cores: about 1.1 GB of ffmpeg in all, whatever the length of the video.
+WINDOW_MEMORY_BUDGET = 480 * 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------ windows
@@ -90,7 +98,13 @@ def plan_windows(
     """
     ordered = sorted(clips, key=lambda c: c.start)
     total = sum(c.frames for c in ordered) or 1
-    share = max(1, math.ceil(total / max(1, parts)))
+    parts = max(1, parts)
+    # As many windows as the memory budget and the clip cap need, rounded up to a multiple of
+    # ``parts`` and of equal frame counts: windows run ``parts`` at a time, and a last round
+    # of one window would leave the other cores idle while it decodes.
+    held_total = sum(cost(c) for c in ordered) if cost is not None else 0
+    needed = max(parts, math.ceil(held_total / budget), math.ceil(len(ordered) / max_clips))
+    share = max(1, math.ceil(total / (math.ceil(needed / parts) * parts)))
     groups: list[list[ClipRange]] = [[]]
     frames = held = 0
     for clip in ordered:
@@ -115,22 +129,41 @@ def plan_windows(
     return windows
 
 
+def _consumer_folder(folder: Path, index: int, consumer: Consumer | WindowConsumer) -> Path:
+    """Where ffmpeg writes ``consumer``'s files for the window's clip ``index``."""
+    if is_window_consumer(consumer):
+        return folder / "window" / consumer.name
+    return folder / f"{index}" / consumer.name
+
+
 def _window_command(
-    src: Source, win: Window, consumers: Sequence[Consumer], folder: Path
+    src: Source, win: Window, consumers: Sequence[Consumer | WindowConsumer], folder: Path
 ) -> list[str]:
-    """One ffmpeg command: decode from the window's key frame, one branch per clip x consumer."""
-    lines = [f"[0:v]split={len(win.clips)}" + "".join(f"[c{i}]" for i in range(len(win.clips)))]
+    """One ffmpeg command: decode from the window's key frame, one branch per clip x per-clip
+    consumer and one per window consumer."""
+    per_clip = [c for c in consumers if not is_window_consumer(c)]
+    whole = [c for c in consumers if is_window_consumer(c)]
+    clip_pads = [f"c{i}" for i in range(len(win.clips))] if per_clip else []
+    pads = clip_pads + [f"w{j}" for j in range(len(whole))]
+    lines = [f"[0:v]split={len(pads)}" + "".join(f"[{p}]" for p in pads)]
     outputs: list[str] = []
-    for i, clip in enumerate(win.clips):
+    for j, consumer in enumerate(whole):
+        sub = _consumer_folder(folder, 0, consumer)
+        sub.mkdir(parents=True, exist_ok=True)
+        br = cast(WindowConsumer, consumer).window_branch(src, win.first, win.clips, sub, f"v{j}")
+        lines.append(f"[w{j}]{br.chain}")
+        for label, opts in br.outputs:
+            outputs += ["-map", f"[{label}]", *opts]
+    for i, clip in enumerate(win.clips if per_clip else ()):
         a, b = clip.start - win.first, clip.end - win.first
-        pads = [f"c{i}_{j}" for j in range(len(consumers))]
-        fan = f"split={len(consumers)}" + "".join(f"[{p}]" for p in pads)
+        fan_pads = [f"c{i}_{j}" for j in range(len(per_clip))]
+        fan = f"split={len(per_clip)}" + "".join(f"[{p}]" for p in fan_pads)
         lines.append(f"[c{i}]trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS,{fan}")
-        for j, consumer in enumerate(consumers):
-            sub = folder / f"{i}" / consumer.name
+        for j, consumer in enumerate(per_clip):
+            sub = _consumer_folder(folder, i, consumer)
             sub.mkdir(parents=True, exist_ok=True)
-            br = consumer.branch(src, clip, sub, f"o{i}_{j}")
-            lines.append(f"[{pads[j]}]{br.chain}")
+            br = cast(Consumer, consumer).branch(src, clip, sub, f"o{i}_{j}")
+            lines.append(f"[{fan_pads[j]}]{br.chain}")
             for label, opts in br.outputs:
                 outputs += ["-map", f"[{label}]", *opts]
     script = folder / "graph.txt"
@@ -152,6 +185,7 @@ class ClipArtifacts(Result):
     end_frame: int
     keyframes: KeyframesResult | None = None
     sprite: SpriteResult | None = None
+    proxy: ProxyResult | None = None
     error: str | None = None
 
 
@@ -169,7 +203,7 @@ class ArtifactsResult(Result):
 
 
 def _run_window(
-    src: Source, win: Window, consumers: Sequence[Consumer], out_dir: Path
+    src: Source, win: Window, consumers: Sequence[Consumer | WindowConsumer], out_dir: Path
 ) -> list[ClipArtifacts]:
     """Decode one window and collect every clip's artifacts into ``out_dir/<clip name>/``."""
     with tempfile.TemporaryDirectory(prefix=".window-", dir=out_dir) as tmp:
@@ -185,7 +219,7 @@ def _run_window(
             dest.mkdir(parents=True, exist_ok=True)
             made = ClipArtifacts(clip.index, clip.name, clip.start, clip.end)
             for consumer in consumers:
-                value = consumer.collect(src, clip, folder / f"{i}" / consumer.name, dest)
+                value = consumer.collect(src, clip, _consumer_folder(folder, i, consumer), dest)
                 setattr(made, consumer.name, value)
             done.append(made)
         return done
@@ -211,20 +245,24 @@ def make_clip_artifacts(
     *,
     keyframes: KeyframeConsumer | None = None,
     sprite: SpriteConsumer | None = None,
+    proxy: ProxyConsumer | None = None,
     workers: int | None = None,
     max_clips_per_window: int = MAX_CLIPS_PER_WINDOW,
     progress: ProgressFn | None = None,
 ) -> ArtifactsResult:
-    """Keyframes and/or sprites of ``clips`` (frame ranges of ``source``) from one decode.
+    """Keyframes, sprites and/or review proxies of ``clips`` (frame ranges of ``source``) from
+    one decode.
 
     Each clip's files land in ``out_dir/<clip name>/``. A window whose decode fails is retried
     clip by clip, so a damaged stretch of the source fails only the clips it holds; those come
     back with ``error`` set rather than raising (the caller records them per clip).
     """
     started = time.monotonic()
-    consumers: list[Consumer] = [c for c in (keyframes, sprite) if c is not None]
+    consumers: list[Consumer | WindowConsumer] = [
+        c for c in (keyframes, sprite, proxy) if c is not None
+    ]
     if not consumers:
-        raise InvalidInputError("nothing to make: ask for keyframes, a sprite or both")
+        raise InvalidInputError("nothing to make: ask for keyframes, a sprite or a proxy")
     path = existing_file(source)
     info = probe_video(path)
     _validate(clips, info.frame_count)

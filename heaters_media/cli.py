@@ -306,9 +306,19 @@ def pipeline_cmd(
         ".heaters/media-demo"
     ),
     detector: str = "adaptive",
+    clips: Annotated[
+        str,
+        typer.Option(
+            "--clips",
+            help="exact: cut every clip file at full quality now (frame-exact). proxy: a small "
+            "review proxy per clip from the keyframes' decode, no clip files (cut the kept "
+            "clips later with `split`).",
+        ),
+    ] = "exact",
     quiet: Quiet = False,
 ) -> None:
-    """Ingest, detect scenes, split, keyframes and sprite for every clip; print a summary."""
+    """Ingest, detect scenes, cut clips (or make review proxies), keyframes and sprite for every
+    clip; print a summary."""
     from rich.table import Table
 
     from heaters_media.pipeline import run_pipeline
@@ -317,7 +327,11 @@ def pipeline_cmd(
     def task() -> Any:
         with _progress("pipeline", quiet) as progress:
             result = run_pipeline(
-                source or str(SAMPLE_VIDEO), out, detector=detector, progress=progress
+                source or str(SAMPLE_VIDEO),
+                out,
+                detector=detector,
+                clips=clips,
+                progress=progress,
             )
         table = Table(
             title=f"{result.title or result.source}: {result.frames} frames, "

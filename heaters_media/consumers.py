@@ -1,14 +1,22 @@
 """What one decode of a clip's frames can make: the consumers of the media engine.
 
-A consumer adds a chain of filters and ffmpeg outputs for each clip to the window's filter
-graph (:mod:`heaters_media.artifacts`), then reads back what ffmpeg wrote. Each branch sees its
-clip alone, timestamps from zero, so a consumer's frame numbers are the clip's.
+A consumer adds filters and ffmpeg outputs to the window's filter graph
+(:mod:`heaters_media.artifacts`), then reads back what ffmpeg wrote, clip by clip. Two kinds:
+
+- a ``Consumer`` gets one branch per clip, which sees its clip alone, timestamps from zero, so
+  its frame numbers are the clip's (the sprite: one ``tile`` canvas per clip);
+- a ``WindowConsumer`` gets one branch for the whole window, frame ``n`` of which is source
+  frame ``window.first + n``, and one ffmpeg output (one encoder) whatever the number of clips
+  (keyframes, review proxies). ffmpeg frees no encoder before the window ends, so encoders per
+  clip would cap a window's clips by memory, and every extra window decodes again from its
+  key frame (up to a GOP of 250 frames).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -80,12 +88,39 @@ class Consumer(Protocol):
         ...
 
 
+class WindowConsumer(Protocol):
+    """One kind of artifact made from each clip's frames by one branch for a whole window."""
+
+    name: str
+
+    def window_branch(
+        self, src: Source, first: int, clips: Sequence[ClipRange], folder: Path, pad: str
+    ) -> Branch:
+        """Filters and outputs for ``clips`` (sorted by start) of a stream whose frame 0 is
+        source frame ``first``, writing into ``folder``; pads are prefixed ``pad``."""
+        ...
+
+    def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> Any:
+        """Check what ffmpeg wrote into ``folder`` for ``clip``, move it into ``out_dir``."""
+        ...
+
+    def memory(self, src: Source, clip: ClipRange) -> int:
+        """Bytes ffmpeg keeps for this clip until its window ends (an estimate)."""
+        ...
+
+
+def is_window_consumer(consumer: object) -> bool:
+    """Whether ``consumer`` makes one branch per window (else one per clip)."""
+    return callable(getattr(consumer, "window_branch", None))
+
+
 # --------------------------------------------------------------------------------- consumers
 
 
 @dataclass
 class KeyframeConsumer:
-    """JPEG frames at the strategy's positions (``<name>_<strategy>_<pct>.jpg``)."""
+    """JPEG frames at the strategy's positions (``<name>_<strategy>_<pct>.jpg``); a window
+    consumer: one JPEG encoder for all its clips."""
 
     strategy: str = "multi"
     quality: int = 2
@@ -103,21 +138,28 @@ class KeyframeConsumer:
     def _wanted(self, clip: ClipRange) -> list[int]:
         return sorted({idx for _, idx in keyframe_positions(clip.frames, self.strategy)})
 
-    def branch(self, src: Source, clip: ClipRange, folder: Path, pad: str) -> Branch:
-        wanted = self._wanted(clip)
-        select = "+".join(f"eq(n\\,{i})" for i in wanted)
+    def window_branch(
+        self, src: Source, first: int, clips: Sequence[ClipRange], folder: Path, pad: str
+    ) -> Branch:
+        # Every keyframe of the window's clips from one select and one JPEG encoder; which
+        # file holds which source frame is written beside them for ``collect``.
+        frames = sorted({clip.start + i for clip in clips for i in self._wanted(clip)})
+        (folder / "frames.json").write_text(json.dumps(frames))
+        select = "+".join(f"eq(n\\,{f - first})" for f in frames)
         pattern = str(folder).replace("%", "%%") + "/kf_%d.jpg"
-        opts = ["-fps_mode", "passthrough", "-frames:v", str(len(wanted)), "-q:v"]
+        opts = ["-fps_mode", "passthrough", "-frames:v", str(len(frames)), "-q:v"]
         opts += [str(self.quality), "-start_number", "0", "-f", "image2", pattern]
         return Branch(f"select={select}{square_pixels(src.info)}[{pad}]", [(pad, opts)])
 
     def memory(self, src: Source, clip: ClipRange) -> int:
-        # A JPEG encoder and a frame pool at full size for each keyframe output.
-        return 4 * src.info.width * src.info.height
+        # The window's one JPEG encoder (~14 MB at 1280x720) is not per clip; a clip adds
+        # only its selected frames in flight.
+        return src.info.width * src.info.height
 
     def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> KeyframesResult:
         wanted = self._wanted(clip)
-        decoded = {idx: folder / f"kf_{k}.jpg" for k, idx in enumerate(wanted)}
+        files = {f: k for k, f in enumerate(json.loads((folder / "frames.json").read_text()))}
+        decoded = {idx: folder / f"kf_{files[clip.start + idx]}.jpg" for idx in wanted}
         missing = [i for i, p in decoded.items() if not p.is_file() or p.stat().st_size == 0]
         if missing:
             raise CorruptMediaError(

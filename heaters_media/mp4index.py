@@ -171,3 +171,35 @@ def _find(data: memoryview, start: int, end: int, path: list[bytes]) -> tuple[in
         if kind == path[0]:
             return (a, b) if len(path) == 1 else _find(data, a, b, path[1:])
     return None
+
+
+def video_sample_count(path: str | os.PathLike[str]) -> int | None:
+    """How many samples (frames) the first video track of an MP4/MOV file indexes.
+
+    Why: checking a clip's frame count by ffprobe costs a process per clip; a file we just
+    wrote can be counted from its own index instead. None when the file has no readable,
+    unfragmented ``moov`` or no video track.
+    """
+    try:
+        top = _top_level(path)
+        if top is None or top[3] or top[1] > MAX_MOOV:
+            return None
+        offset, size, header, _ = top
+        total = os.path.getsize(path)
+        if offset + size > total:
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = memoryview(fh.read(size))
+        for kind, a, b in _boxes(data, header, size):
+            if kind != b"trak":
+                continue
+            hdlr = _find(data, a, b, [b"mdia", b"hdlr"])
+            if hdlr is None or bytes(data[hdlr[0] + 8 : hdlr[0] + 12]) != b"vide":
+                continue
+            stbl = _find(data, a, b, [b"mdia", b"minf", b"stbl"])
+            found = _track_end(data, stbl, total) if stbl is not None else None
+            return found[1] if found else None
+    except (OSError, ValueError, struct.error):
+        return None
+    return None

@@ -3,6 +3,11 @@
 This is what the README's first command runs before the Dagster platform exists around it, and
 what a person runs to debug media handling alone (``python -m heaters_media pipeline SOURCE``).
 Files land in one folder laid out like the object store (``source/``, ``clips/``).
+
+``clips="exact"`` (the default) cuts every clip file at full quality now, frame-exact;
+``clips="proxy"`` makes a small review proxy of each clip in the same decode as its keyframes
+and sprite instead (:mod:`heaters_media.proxy`) and cuts no clip file: the pass that costs
+five decodes of the file is left for the clips a reviewer keeps (``split`` with their scenes).
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from heaters_media.artifacts import (
     SpriteConsumer,
     make_clip_artifacts,
 )
-from heaters_media.errors import CorruptMediaError
+from heaters_media.errors import CorruptMediaError, InvalidInputError
 from heaters_media.ingest import ingest
 from heaters_media.progress import ProgressFn
+from heaters_media.proxy import ProxyConsumer
 from heaters_media.results import Result
+from heaters_media.scene_list import clip_names
 from heaters_media.scenes import detect_scenes
-from heaters_media.split import split_video
+from heaters_media.split import DEFAULT_NAME_TEMPLATE, split_video
 from heaters_media.tools import peak_rss_mb, processes_started
+
+#: What the pipeline makes of each clip: ``exact`` clip files now, or ``proxy`` review proxies.
+CLIP_MODES = ("exact", "proxy")
 
 
 @dataclass
@@ -39,6 +49,7 @@ class PipelineResult(Result):
     fps: float
     scenes: int
     clips: list[dict[str, Any]]
+    clip_mode: str = "exact"
     timings: dict[str, float] = field(default_factory=dict)
     #: External processes (ffmpeg, ffprobe) started, per step and in all.
     processes: dict[str, int] = field(default_factory=dict)
@@ -54,9 +65,13 @@ def run_pipeline(
     threshold: float | None = None,
     min_scene_len: float = 1.0,
     keyframe_strategy: str = "multi",
+    clips: str = "exact",
     progress: ProgressFn | None = None,
 ) -> PipelineResult:
     """Run every media task on ``source``; each stage reports into ``progress`` in turn."""
+    if clips not in CLIP_MODES:
+        raise InvalidInputError(f"clips must be one of {', '.join(CLIP_MODES)}, got {clips!r}")
+    keyframer = KeyframeConsumer(keyframe_strategy)
     out = Path(out_dir)
     timings: dict[str, float] = {}
     processes: dict[str, int] = {}
@@ -87,19 +102,30 @@ def run_pipeline(
     done("detect_scenes")
 
     scenes = [asdict(s) for s in detected.scenes]
-    split = split_video(video, scenes, out / "clips", progress=stage("split", 0.45, 0.75))
-    done("split")
-
-    ranges = [
-        ClipRange(c.index, c.start_frame, c.end_frame, Path(c.path).stem) for c in split.clips
-    ]
+    cut: list[tuple[str, int, int, float, float, str]]
+    if clips == "exact":
+        split = split_video(video, scenes, out / "clips", progress=stage("split", 0.45, 0.75))
+        done("split")
+        cut = [
+            (Path(c.path).stem, c.start_frame, c.end_frame, c.start_time, c.end_time, c.method)
+            for c in split.clips
+        ]
+    else:
+        pairs = [(s.start_frame, s.end_frame) for s in detected.scenes]
+        names = clip_names(DEFAULT_NAME_TEMPLATE, Path(video).stem, pairs)
+        cut = [
+            (Path(n).stem, s.start_frame, s.end_frame, s.start_time, s.end_time, "proxy")
+            for n, s in zip(names, detected.scenes, strict=True)
+        ]
+    ranges = [ClipRange(k, c[1], c[2], c[0]) for k, c in enumerate(cut)]
     made = make_clip_artifacts(
         video,
         ranges,
         out / "clips",
-        keyframes=KeyframeConsumer(keyframe_strategy),
+        keyframes=keyframer,
         sprite=SpriteConsumer(),
-        progress=stage("artifacts", 0.75, 1.0),
+        proxy=ProxyConsumer() if clips == "proxy" else None,
+        progress=stage("artifacts", 0.75 if clips == "exact" else 0.45, 1.0),
     )
     if made.failed:
         first = made.failed[0]
@@ -107,18 +133,18 @@ def run_pipeline(
             f"{len(made.failed)} clip(s) have no keyframes or sprite; first: {first.name}: "
             f"{first.error}"
         )
-    clips: list[dict[str, Any]] = []
-    for clip, art in zip(split.clips, made.clips, strict=True):
+    listed: list[dict[str, Any]] = []
+    for (name, start, end, t0, t1, method), art in zip(cut, made.clips, strict=True):
         assert art.keyframes is not None and art.sprite is not None
-        clips.append(
+        listed.append(
             {
-                "clip": Path(clip.path).name,
-                "start_frame": clip.start_frame,
-                "end_frame": clip.end_frame,
-                "start_time": clip.start_time,
-                "end_time": clip.end_time,
-                "frames": clip.frame_count,
-                "method": clip.method,
+                "clip": f"{name}/proxy.mp4" if art.proxy is not None else f"{name}.mp4",
+                "start_frame": start,
+                "end_frame": end,
+                "start_time": t0,
+                "end_time": t1,
+                "frames": end - start,
+                "method": method,
                 "keyframes": [Path(k.path).name for k in art.keyframes.keyframes],
                 "sprite": f"{art.sprite.cols}x{art.sprite.rows} tiles @ "
                 f"{art.sprite.sprite_fps:g} fps",
@@ -136,7 +162,8 @@ def run_pipeline(
         frames=detected.metadata["frames_analysed"],
         fps=float(probe_info["fps"]),
         scenes=len(detected.scenes),
-        clips=clips,
+        clips=listed,
+        clip_mode=clips,
         timings={k: round(v, 3) for k, v in timings.items()},
         processes={**processes, "total": sum(processes.values())},
         peak_rss_mb=peak_rss_mb(),

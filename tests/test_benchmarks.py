@@ -195,6 +195,9 @@ def test_bench_pipeline_runs() -> None:
         v for k, v in result["processes"].items() if k != "total"
     )
     assert _positive(result["peak_rss_mb"]["largest_child"])
+    assert _positive(result["pipeline_proxy_s"]) and _positive(result["proxy_vs_decode"])
+    assert set(result["proxy_steps_s"]) == {"ingest", "detect_scenes", "artifacts"}
+    assert _positive(result["proxy_peak_rss_mb"]["largest_child"])
 
 
 def test_bench_neardup_runs() -> None:

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pytest
 
+from heaters_media.probe import probe_video
 from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from tests.media_factory import count_frames, make_video
 
@@ -528,8 +529,9 @@ def _check_pipeline_clips(data: dict[str, Any], out: Path, size: tuple[int, int]
         assert c["end_time"] == pytest.approx(c["end_frame"] / fps, abs=1e-6)
         path = out / "clips" / c["clip"]
         assert count_frames(path) == c["frames"], c["clip"]
-        art = path.with_suffix("")
-        assert c["keyframes"] == [f"{path.stem}_multi_{p}.jpg" for p in (25, 50, 75)]
+        # A clip file's artifacts sit in the folder of its name; a review proxy is in it.
+        art = path.parent if c["method"] == "proxy" else path.with_suffix("")
+        assert c["keyframes"] == [f"{art.name}_multi_{p}.jpg" for p in (25, 50, 75)]
         for name in c["keyframes"]:
             assert _grey(art / name).shape == (size[1], size[0])
         meta = json.loads((art / "sprite.json").read_text())
@@ -585,6 +587,27 @@ def test_pipeline_local_file_with_known_cuts(media: Path, tmp_path: Path) -> Non
     assert len(data["clips"]) == data["scenes"] == 3  # two cuts
     assert [c["frames"] for c in data["clips"]] == scenes
     _check_pipeline_clips(data, out, (160, 90))
+
+
+def test_pipeline_review_proxies_instead_of_clip_files(media: Path, tmp_path: Path) -> None:
+    """``--clips proxy``: no clip file is cut; each clip gets a frame-exact proxy at 360 lines
+    at most (never enlarged), beside keyframes at the source's full size and its sprite."""
+    scenes = [30, 40, 35]
+    video = make_video(media / "three_shots_720.mp4", scenes, size=(640, 480))
+    out = tmp_path / "run"
+    args = ("pipeline", video, "--out", out, "--detector", "content", "--clips", "proxy", "-q")
+    data = _success(*args)
+    assert data["clip_mode"] == "proxy"
+    assert set(data["timings"]) == {"ingest", "detect_scenes", "artifacts"}
+    assert [c["frames"] for c in data["clips"]] == scenes
+    assert {c["method"] for c in data["clips"]} == {"proxy"}
+    _check_pipeline_clips(data, out, (640, 480))
+    assert list((out / "clips").glob("*.mp4")) == []  # no full-quality clip files
+    for c in data["clips"]:
+        assert probe_video(out / "clips" / c["clip"]).display_size == (480, 360)
+
+    bad = ("pipeline", video, "--out", tmp_path / "bad", "--clips", "nope", "-q")
+    assert "exact, proxy" in _failure(*bad, kind="invalid_input")["message"]
 
 
 # --- failures, one per command --------------------------------------------------------------------
