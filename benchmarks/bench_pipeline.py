@@ -14,7 +14,7 @@ yours instead. Rounds of (``--repeat``, best of each kept):
   360-line proxy of each clip comes out of the keyframes' and sprites' decode (the full-quality
   cut is left for the clips a reviewer keeps);
 - ``heaters demo`` (unless ``--no-demo``): the whole platform on a fresh HEATERS_HOME (embedded
-  Postgres, Dagster runs); the seconds it reports about its own two runs, and the wall time of
+  Postgres, one Dagster run); the seconds it reports about its run, and the wall time of
   the command.
 
 Prints a table, the ratios the media-engine issue tracks (pipeline / decode, demo / pipeline)

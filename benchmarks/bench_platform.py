@@ -10,14 +10,13 @@ shot with different looks; ~3 s per shot):
    the clock starts;
 3. ``heaters demo``, a fresh HEATERS_HOME each run, two numbers:
 
-   - ``dagster (demo's own)``: the seconds ``heaters demo`` reports about itself: the two
-     ``dagster job execute`` runs (``ingest_video_job``, then ``clip_artifacts_job`` over all
-     clips as one partition range), each a Dagster CLI process on a Postgres-backed
-     DAGSTER_HOME. Its clock starts after the embedded database is initialised, started and
+   - ``dagster (demo's own)``: the seconds ``heaters demo`` reports about itself: one
+     ``dagster job execute`` of ``video_job`` (ingest, splice, then keyframes + sprites of all
+     the video's clips), a Dagster CLI process on a Postgres-backed DAGSTER_HOME. Its clock starts after the embedded database is initialised, started and
      migrated and the Dagster instance is set up;
    - ``dagster (whole command)``: wall clock around the ``heaters demo`` subprocess, from
      process start to exit: interpreter and imports, ``initdb`` + start of the embedded
-     Postgres, migrations, Dagster home, both jobs, summary. This is what a user waits for.
+     Postgres, migrations, Dagster home, the run, summary. This is what a user waits for.
 
 Each path runs ``--repeat`` times (best kept); ratios are to ``media`` of the same run. The
 README figure comes from::

@@ -11,7 +11,12 @@ import dagster as dg
 from heaters_assets.assets.clips import clip_artifacts
 from heaters_assets.assets.embeddings import clip_embedding, embed_clips_job
 from heaters_assets.assets.videos import clip_splits, source_video
-from heaters_assets.jobs import clip_artifacts_job, ingest_video_job, review_action_job
+from heaters_assets.jobs import (
+    clip_artifacts_job,
+    ingest_video_job,
+    review_action_job,
+    video_job,
+)
 from heaters_assets.sensors.embeddings import approved_clips_sensor, missing_embeddings_sensor
 from heaters_assets.sensors.inbox import inbox_sensor, store_inbox_sensor
 from heaters_assets.sensors.pipeline import (
@@ -30,6 +35,7 @@ ASSETS = [source_video, clip_splits, clip_artifacts, clip_embedding]
 JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
     ingest_video_job,
     clip_artifacts_job,
+    video_job,
     review_action_job,
     embed_clips_job,
 ]

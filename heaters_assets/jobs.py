@@ -18,6 +18,13 @@ ingest_video_job = dg.define_asset_job(
     description="Ingest one video and cut it into clips (one run per video partition).",
 )
 
+video_job = dg.define_asset_job(
+    names.VIDEO_JOB,
+    selection=[source_video, clip_splits, clip_artifacts],
+    description="One video from download to review-ready clips (keyframes, sprites) in one run: "
+    "what `heaters demo` runs. Sensors launch the two halves separately.",
+)
+
 clip_artifacts_job = dg.define_asset_job(
     names.CLIP_ARTIFACTS_JOB,
     selection=[clip_artifacts],

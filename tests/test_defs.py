@@ -30,6 +30,7 @@ def test_definitions_load_with_every_named_job_and_asset() -> None:
     assert {
         names.INGEST_VIDEO_JOB,
         names.CLIP_ARTIFACTS_JOB,
+        names.VIDEO_JOB,
         names.EMBED_CLIPS_JOB,
         names.REVIEW_ACTION_JOB,
     } <= jobs

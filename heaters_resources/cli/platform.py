@@ -22,7 +22,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from heaters_resources import faults, states
+from heaters_resources import states
 from heaters_resources.cli.options import MAX_ID, AsJson
 from heaters_resources.db.engine import Database, get_database
 from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
@@ -254,7 +254,8 @@ def demo(
     new: Annotated[bool, NEW_COPY] = False,
 ) -> None:
     """The main job on the embedded defaults: one video through the whole Dagster graph
-    (ingest, scenes, clips, keyframes, sprites) via the Dagster CLI, then a summary table.
+    (ingest, scenes, clips, keyframes, sprites) in one run of `video_job` via the Dagster CLI,
+    then a summary table.
 
     Run again on the same content, it resumes that video where it stopped (after a crash,
     kill or failure) instead of making a second copy; --new makes one."""
@@ -280,27 +281,19 @@ def demo(
     instance.add_dynamic_partitions(names.SOURCE_VIDEOS, [str(vid)])
     console.print(f"Dagster log: {log}")
     t0 = time.perf_counter()
-    run_ids = []
-    for job, what in (
-        (names.INGEST_VIDEO_JOB, f"video {vid}: ingest + scene detection + split"),
-        (names.CLIP_ARTIFACTS_JOB, "keyframes + sprites of its clips"),
-    ):
-        if job == names.CLIP_ARTIFACTS_JOB:
-            faults.point("demo:between-jobs")
-            with db.session() as s:
-                n = s.scalar(select(func.count()).where(Clip.source_video_id == vid)) or 0
-            # All clips of the video in one run: the clip-level assets are partitioned by video.
-            what = f"{n} clips: keyframes + sprites"
-        step = time.perf_counter()
-        tags = json.dumps({"dagster/partition": str(vid)})
-        args = ["job", "execute", "-m", names.DEFINITIONS_MODULE, "-j", job, "--tags", tags]
-        counter = _video_stage if job == names.INGEST_VIDEO_JOB else _clips_ready
-        with_progress(what, partial(run_dagster, args, env, log), partial(counter, db, vid))
-        run_id = _latest_run_id(instance, job, str(vid))
-        run_ids.append(run_id)
-        console.print(
-            f"[green]done[/green] {what} in {time.perf_counter() - step:.1f} s (run {run_id})"
-        )
+    # One run for the whole video: every step in one process (the in-process executor), so
+    # the demo pays for one Dagster start-up, not one per job.
+    what = f"video {vid}: ingest, scenes, clips, keyframes + sprites"
+    tags = json.dumps({"dagster/partition": str(vid)})
+    args = ["job", "execute", "-m", names.DEFINITIONS_MODULE, "-j", names.VIDEO_JOB]
+    with_progress(
+        what,
+        partial(run_dagster, [*args, "--tags", tags], env, log),
+        partial(_video_and_clips, db, vid),
+    )
+    run_id = _latest_run_id(instance, names.VIDEO_JOB, str(vid))
+    console.print(f"[green]done[/green] {what} in {time.perf_counter() - t0:.1f} s (run {run_id})")
+    run_ids = [run_id]
     with db.session() as s:
         keys = list(s.scalars(select(Clip.identifier).where(Clip.source_video_id == vid)))
     seconds = time.perf_counter() - t0
@@ -334,6 +327,15 @@ def _video_stage(db: Database, vid: int) -> tuple[int, int, str]:
     """(done, total, note) of an ingest run, read from the video's row."""
     state = states.get_source_video(db, vid).state
     return _INGEST_STEPS.get(state, 3), 3, VIDEO_STATE_WORDS.get(state, state)
+
+
+def _video_and_clips(db: Database, vid: int) -> tuple[int, int, str]:
+    """(done, total, note) of a whole-video run: the ingest's 3 steps, then one per clip."""
+    done, total, note = _video_stage(db, vid)
+    if done < total:
+        return done, total + 1, note  # the clips are not known yet: one step stands for them
+    ready, clips, note = _clips_ready(db, vid)
+    return total + ready, total + clips, note
 
 
 def _clips_ready(db: Database, vid: int) -> tuple[int, int, str]:

@@ -27,6 +27,8 @@ CLIPS_GROUP: Final = "clips"
 
 # ------------------------------------------------------------------------------ jobs
 INGEST_VIDEO_JOB: Final = "ingest_video_job"
+#: One video from download to review-ready clips in one run (what `heaters demo` runs).
+VIDEO_JOB: Final = "video_job"
 CLIP_ARTIFACTS_JOB: Final = "clip_artifacts_job"
 EMBED_CLIPS_JOB: Final = "embed_clips_job"
 REVIEW_ACTION_JOB: Final = "review_action_job"

@@ -5,7 +5,7 @@ After each retry: no row left in an in-progress state, one video row per file (n
 with one fingerprint), the stored
 objects exactly the ones rows reference, no scratch folder left, and no Dagster run left
 STARTED once the reaper has looked. Every run is a real process: `heaters demo FILE` (which
-runs `dagster job execute` twice) or a Python process calling the step a Dagster op calls.
+runs `dagster job execute` once) or a Python process calling the step a Dagster op calls.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ DEMO_POINTS = [
     "splice:after-detect",
     "splice:between-uploads#2",
     "splice:before-commit",
-    "demo:between-jobs",
     "artifacts:after-decode",
     "keyframes:between-commits#2",
     "sprites:between-commits#2",

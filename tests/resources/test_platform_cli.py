@@ -56,8 +56,8 @@ def test_demo_and_asset_materialize(home: Path) -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["clips"] == len(SAMPLE_CUTS) + 1
     assert "pending_review" in proc.stderr  # the summary table
-    # each step named with its time and its Dagster run; the log and the UI link said
-    assert len(out["runs"]) == 2 and all(out["runs"]), out
+    # one run for the whole video, named with its time; the log and the UI link said
+    assert len(out["runs"]) == 1 and all(out["runs"]), out
     said = " ".join(proc.stderr.split())  # rich wraps long lines at the terminal's width
     for run_id in out["runs"]:
         assert f"(run {run_id})" in said
