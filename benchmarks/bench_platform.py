@@ -12,8 +12,9 @@ shot with different looks; ~3 s per shot):
 
    - ``dagster (demo's own)``: the seconds ``heaters demo`` reports about itself: one
      ``dagster job execute`` of ``video_job`` (ingest, splice, then keyframes + sprites of all
-     the video's clips), a Dagster CLI process on a Postgres-backed DAGSTER_HOME. Its clock starts after the embedded database is initialised, started and
-     migrated and the Dagster instance is set up;
+     the video's clips), a Dagster CLI process on a Postgres-backed DAGSTER_HOME. Its clock
+     starts after the embedded database is initialised, started and migrated and the Dagster
+     instance is set up;
    - ``dagster (whole command)``: wall clock around the ``heaters demo`` subprocess, from
      process start to exit: interpreter and imports, ``initdb`` + start of the embedded
      Postgres, migrations, Dagster home, the run, summary. This is what a user waits for.
