@@ -117,6 +117,10 @@ def is_window_consumer(consumer: object) -> bool:
 # --------------------------------------------------------------------------------- consumers
 
 
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
 @dataclass
 class KeyframeConsumer:
     """JPEG frames at the strategy's positions (``<name>_<strategy>_<pct>.jpg``); a window
@@ -158,15 +162,20 @@ class KeyframeConsumer:
 
     def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> KeyframesResult:
         wanted = self._wanted(clip)
-        files = {f: k for k, f in enumerate(json.loads((folder / "frames.json").read_text()))}
-        decoded = {idx: folder / f"kf_{files[clip.start + idx]}.jpg" for idx in wanted}
-        missing = [i for i, p in decoded.items() if not p.is_file() or p.stat().st_size == 0]
-        if missing:
+        frames = json.loads((folder / "frames.json").read_text())
+        # Files are numbered in the order ffmpeg wrote them: one missing anywhere in the window
+        # would shift every later clip's keyframes onto the wrong file, so all must be there
+        # (else the window fails, and its clips are retried one by one).
+        lost = [f for k, f in enumerate(frames) if not _nonempty(folder / f"kf_{k}.jpg")]
+        if lost:
             raise CorruptMediaError(
-                f"{src.path.name}: could not decode frame(s) {missing} of clip {clip.name}",
+                f"{src.path.name}: could not decode frame(s) {lost[:8]} of the window "
+                f"holding clip {clip.name}",
                 path=str(src.path),
-                frames=[clip.start + i for i in missing],
+                frames=lost,
             )
+        files = {f: k for k, f in enumerate(frames)}
+        decoded = {idx: folder / f"kf_{files[clip.start + idx]}.jpg" for idx in wanted}
         keyframes = []
         for pct, idx in keyframe_positions(clip.frames, self.strategy):
             dest = out_dir / f"{clip.name}_{self.strategy}_{pct}.jpg"

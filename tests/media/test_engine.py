@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from heaters_media.artifacts import (
     make_clip_artifacts,
     plan_windows,
 )
+from heaters_media.consumers import Source
 from heaters_media.encode_pass import Piece, encode_window, plan_runs
-from heaters_media.errors import InvalidInputError
+from heaters_media.errors import CorruptMediaError, InvalidInputError
 from heaters_media.keyframes import extract_keyframes
 from heaters_media.normalize import normalize
 from heaters_media.probe import clip_is_exact, keyframe_indices, probe_video, read_packets
@@ -395,3 +397,21 @@ def test_segment_list_check_catches_a_missed_or_moved_cut(tmp_path: Path) -> Non
     listing.write_text("w_0.mp4,0.0,2.76\nw_1.mp4,2.76,5.96\nw_2.mp4,5.96,8.8\n")  # 1 frame early
     with pytest.raises(ToolFailedError):
         _check_segments(listing, starts, dur, "moved")
+
+
+def test_a_keyframe_missing_anywhere_fails_the_whole_window(media: Path, tmp_path: Path) -> None:
+    """Keyframe files are numbered in the order ffmpeg wrote them: one lost in the middle
+    would shift every later clip onto its neighbour's frame, so the window fails as a whole."""
+    src = _source("short_gop", media)
+    info = probe_video(src)
+    source = Source(src, info, Fraction(info.fps_fraction))
+    consumer = KeyframeConsumer("midpoint")
+    clips = [ClipRange(0, 0, 70, "a"), ClipRange(1, 70, 150, "b")]
+    folder = tmp_path / "window"
+    folder.mkdir()
+    consumer.window_branch(source, 0, clips, folder, "v0")
+    assert json.loads((folder / "frames.json").read_text()) == [35, 110]
+    (folder / "kf_1.jpg").write_bytes(b"\xff\xd8")  # clip b's file; clip a's is missing
+    for clip in clips:  # b's own file is there, but it may be a's frame: both refused
+        with pytest.raises(CorruptMediaError, match=r"frame\(s\) \[35\]"):
+            consumer.collect(source, clip, folder, tmp_path)
