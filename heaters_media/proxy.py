@@ -142,6 +142,13 @@ class ProxyConsumer:
 
     def collect(self, src: Source, clip: ClipRange, folder: Path, out_dir: Path) -> ProxyResult:
         pieces = [tuple(p) for p in json.loads((folder / "pieces.json").read_text())]
+        written = len(list(folder.glob("seg_*.mp4")))
+        if written != len(pieces):  # a cut missed or added: files would belong to neighbours
+            raise CorruptMediaError(
+                f"{src.path.name}: the proxy pass wrote {written} files for {len(pieces)} "
+                f"pieces (clip {clip.name} among them)",
+                path=str(src.path),
+            )
         made = folder / f"seg_{pieces.index((clip.start, clip.end)):06d}.mp4"
         if not made.is_file() or made.stat().st_size == 0:
             raise CorruptMediaError(

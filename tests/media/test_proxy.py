@@ -125,11 +125,23 @@ def test_a_proxy_with_the_wrong_frames_is_refused(media: Path, tmp_path: Path) -
     assert made.clips[0].proxy is not None and made.clips[1].proxy is not None
     # Segment 0 holds clip b's 80 frames: the file of a cut the segmenter moved.
     shutil.copyfile(made.clips[1].proxy.path, folder / "seg_000000.mp4")
+    shutil.copyfile(made.clips[1].proxy.path, folder / "seg_000001.mp4")
     with pytest.raises(CorruptMediaError, match="holds 80 frames, not 70"):
         ProxyConsumer().collect(source, clips[0], folder, tmp_path / "dest")
     (folder / "seg_000000.mp4").write_bytes(b"")
     with pytest.raises(CorruptMediaError, match="no review proxy"):
         ProxyConsumer().collect(source, clips[0], folder, tmp_path / "dest")
+    # One file too few or too many: every file might be its neighbour's, so no clip passes,
+    # not even one whose own file looks right.
+    (folder / "seg_000000.mp4").unlink()
+    with pytest.raises(CorruptMediaError, match="wrote 1 files for 2 pieces"):
+        ProxyConsumer().collect(source, clips[1], folder, tmp_path / "dest")
+    shutil.copyfile(made.clips[0].proxy.path, folder / "seg_000000.mp4")
+    (tmp_path / "dest").mkdir()
+    assert ProxyConsumer().collect(source, clips[1], folder, tmp_path / "dest").frames == 80
+    (folder / "seg_000002.mp4").write_bytes(b"")
+    with pytest.raises(CorruptMediaError, match="wrote 3 files for 2 pieces"):
+        ProxyConsumer().collect(source, clips[1], folder, tmp_path / "dest")
 
 
 def test_proxies_play_in_chromium(media: Path, tmp_path: Path) -> None:
