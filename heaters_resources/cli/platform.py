@@ -335,6 +335,8 @@ def _video_and_clips(db: Database, vid: int) -> tuple[int, int, str]:
     if done < total:
         return done, total + 1, note  # the clips are not known yet: one step stands for them
     ready, clips, note = _clips_ready(db, vid)
+    if ready < clips and "failed" not in note:
+        note = "keyframes + sprites"
     return total + ready, total + clips, note
 
 
