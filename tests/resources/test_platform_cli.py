@@ -363,4 +363,25 @@ def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        _wait_group_gone(proc.pid)
         log.close()
+
+
+def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
+    """Wait for every process of ``heaters dev``'s group, not only its first one, to end.
+
+    A run still finishing when the test stops (the new-clips run after the re-splice) writes
+    its end to the database as it goes; outliving the fixture's ``stop_server``, it would start
+    the embedded server again and leave it running after the test (seen once)."""
+    deadline, killed = time.time() + timeout, False
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.time() > deadline:
+            if killed:  # only zombies no one reaps can be left: nothing more to wait for
+                return
+            os.killpg(pgid, signal.SIGKILL)
+            deadline, killed = time.time() + 10, True
+        time.sleep(0.2)
