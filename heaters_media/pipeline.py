@@ -101,9 +101,9 @@ def run_pipeline(
     )
     done("detect_scenes")
 
-    scenes = [asdict(s) for s in detected.scenes]
     cut: list[tuple[str, int, int, float, float, str]]
     if clips == "exact":
+        scenes = [asdict(s) for s in detected.scenes]
         split = split_video(video, scenes, out / "clips", progress=stage("split", 0.45, 0.75))
         done("split")
         cut = [

@@ -264,14 +264,20 @@ def test_seeked_window_frames_are_the_right_frames(media: Path, tmp_path: Path) 
     assert diffs[280] < 6 and diffs[280] < min(diffs[279], diffs[281]), diffs
 
 
-def test_new_cutter_clips_play_in_chromium(media: Path, tmp_path: Path) -> None:
-    """Clips from the one-pass encoder play in Debian's chromium: readyState 4, right duration."""
+def chromium_or_skip() -> tuple[Any, str]:
+    """Playwright's sync API and Debian's chromium, or skip the test (checked before any work)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium_path = os.environ.get("HEATERS_CHROMIUM", "/usr/bin/chromium")
     if not Path(chromium_path).exists():
         pytest.skip("no chromium")
-    src = _source("open_gop_bframes", media)
-    result = split_video(src, CUTS, tmp_path / "clips", allow_copy=False)
+    return sync_api, chromium_path
+
+
+def assert_play_in_chromium(
+    chromium: tuple[Any, str], videos: list[tuple[Path, int]], fps: float, tmp_path: Path
+) -> None:
+    """Each (file, frames) plays in chromium: readyState 4 and a duration of frames / fps."""
+    sync_api, chromium_path = chromium
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium_path,
@@ -280,19 +286,28 @@ def test_new_cutter_clips_play_in_chromium(media: Path, tmp_path: Path) -> None:
         )
         try:
             page = browser.new_page()
-            for clip in result.clips:
-                html = tmp_path / f"play{clip.index}.html"
+            for k, (path, frames) in enumerate(videos):
+                html = tmp_path / f"play{k}.html"
                 html.write_text(
-                    f'<video id="v" src="{Path(clip.path).as_uri()}" preload="auto" muted></video>'
+                    f'<video id="v" src="{path.as_uri()}" preload="auto" muted></video>'
                 )
                 page.goto(html.as_uri())
                 page.wait_for_function(
                     "document.getElementById('v').readyState === 4", timeout=20000
                 )
                 duration = page.evaluate("document.getElementById('v').duration")
-                assert abs(duration - clip.frame_count / 25) < 0.1, (clip.path, duration)
+                assert abs(duration - frames / fps) < 0.1, (path, duration)
         finally:
             browser.close()
+
+
+def test_new_cutter_clips_play_in_chromium(media: Path, tmp_path: Path) -> None:
+    """Clips from the one-pass encoder play in Debian's chromium: readyState 4, right duration."""
+    chromium = chromium_or_skip()
+    src = _source("open_gop_bframes", media)
+    result = split_video(src, CUTS, tmp_path / "clips", allow_copy=False)
+    videos = [(Path(c.path), c.frame_count) for c in result.clips]
+    assert_play_in_chromium(chromium, videos, 25, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ with gaps between them, never enlarged, playable in chromium, and a wrong file r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +20,12 @@ from heaters_media.consumers import Source
 from heaters_media.errors import CorruptMediaError, InvalidInputError
 from heaters_media.probe import keyframe_indices, probe_video
 from heaters_media.proxy import ProxyConsumer, proxy_size
-from tests.media.test_engine import KINDS, _source
+from tests.media.test_engine import (
+    KINDS,
+    _source,
+    assert_play_in_chromium,
+    chromium_or_skip,
+)
 from tests.media.test_split import assert_same_frame
 from tests.media_factory import count_frames
 
@@ -146,31 +150,11 @@ def test_a_proxy_with_the_wrong_frames_is_refused(media: Path, tmp_path: Path) -
 
 def test_proxies_play_in_chromium(media: Path, tmp_path: Path) -> None:
     """Proxies play in Debian's chromium: readyState 4, the clip's duration."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium_path = os.environ.get("HEATERS_CHROMIUM", "/usr/bin/chromium")
-    if not Path(chromium_path).exists():
-        pytest.skip("no chromium")
+    chromium = chromium_or_skip()
     src = _source("open_gop_bframes", media)
     ranges = [ClipRange(k, a, b, f"c{k}") for k, (a, b) in enumerate(PAIRS)]
     result = make_clip_artifacts(src, ranges, tmp_path, proxy=ProxyConsumer(), workers=1)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
-        )
-        try:
-            page = browser.new_page()
-            for art in result.clips:
-                assert art.proxy is not None
-                html = tmp_path / f"play{art.index}.html"
-                uri = Path(art.proxy.path).as_uri()
-                html.write_text(f'<video id="v" src="{uri}" preload="auto" muted></video>')
-                page.goto(html.as_uri())
-                page.wait_for_function(
-                    "document.getElementById('v').readyState === 4", timeout=20000
-                )
-                duration = page.evaluate("document.getElementById('v').duration")
-                assert abs(duration - art.proxy.frames / 25) < 0.1, (art.name, duration)
-        finally:
-            browser.close()
+    proxies = [art.proxy for art in result.clips]
+    assert all(p is not None for p in proxies)
+    videos = [(Path(p.path), p.frames) for p in proxies if p is not None]
+    assert_play_in_chromium(chromium, videos, 25, tmp_path)
