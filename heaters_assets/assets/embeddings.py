@@ -96,6 +96,8 @@ def clip_embedding(
         "dimension": dimension,
         "run_images_per_second": float(d.get("images_per_second", 0.0)),
     }
+    if d.get("clips_cut"):  # HEATERS_CLIPS=proxy: approved clips got their files here
+        common.update(clips_cut=int(d["clips_cut"]), cut_seconds=float(d["cut_seconds"]))
     figures = previews.clip_figures(db, [ident for _, ident in clips])
     yield from per_video(
         context,

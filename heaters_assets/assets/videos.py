@@ -15,6 +15,7 @@ from heaters_resources import steps
 from heaters_resources.db.engine import Database
 from heaters_resources.orchestration import names
 from heaters_resources.orchestration.resources import DatabaseResource, ObjectStoreResource
+from heaters_resources.settings import Settings
 from heaters_resources.states import leases
 
 #: Cut frames listed in the metadata (a long video names the first ones and the count).
@@ -128,6 +129,7 @@ def clip_splits(
             min_scene_len=config.min_scene_len,
             short_policy=config.short_policy,
             trim_transitions=config.trim_transitions,
+            clips=config.clips or Settings.from_env().clips,
             overwrite=config.overwrite,
             progress=run_log_progress(context, f"splice {video_id}"),
         )
@@ -145,6 +147,9 @@ def clip_splits(
             "clip_table": _clip_table(db, out.identifiers),
             "first_clip": out.identifiers[0] if out.identifiers else "",
             "last_clip": out.identifiers[-1] if out.identifiers else "",
+            "clip_files": "cut when approved (review proxies)"
+            if out.scene_params.get("clips") == "proxy"
+            else "cut now",
             "stream_copied": out.copied,
             "re_encoded": out.encoded,
             "frames_analysed": out.frames_analysed,

@@ -53,7 +53,8 @@ CLIP_STATES: tuple[str, ...] = (
     "sprite_failed",
     "embedding_failed",
 )
-ARTIFACT_KINDS: tuple[str, ...] = ("keyframe", "sprite_sheet")
+# `proxy` (migration 0009): the review proxy of a clip not cut yet (HEATERS_CLIPS=proxy).
+ARTIFACT_KINDS: tuple[str, ...] = ("keyframe", "sprite_sheet", "proxy")
 STATES: dict[str, tuple[str, ...]] = {"source_video": SOURCE_VIDEO_STATES, "clip": CLIP_STATES}
 
 # Clips of one video never overlap: the migration adds an exclusion constraint over
@@ -119,6 +120,8 @@ class Clip(TimestampMixin, Base):
     state: Mapped[str] = mapped_column(String(32), server_default="spliced")
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The clip's own file; NULL while it is only a frame range of its source (HEATERS_CLIPS=proxy:
+    # cut when approved, by the embedding run) and after an archive purge.
     storage_key: Mapped[str | None] = mapped_column(Text)
     parent_clip_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

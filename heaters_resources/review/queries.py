@@ -220,7 +220,7 @@ def clip_view(db: Database, clip_id: int) -> ClipView | None:
         end_time=clip.end_time,
         fps=clip.fps,
         error=clip.error,
-        has_file=bool(clip.storage_key),
+        has_file=bool(clip.storage_key) or any(a.kind == "proxy" for a in arts),
         video_id=video.id,
         video_title=video.title or f"video {video.id}",
         video_source=video.source,
@@ -251,10 +251,21 @@ def _sprite(art: ClipArtifact) -> Sprite | None:
 
 
 def object_key(db: Database, kind: str, object_id: int) -> str | None:
-    """Storage key of a clip file or an artifact, looked up by id (never taken from the URL)."""
+    """Storage key of a clip file or an artifact, looked up by id (never taken from the URL).
+
+    A clip not cut yet (HEATERS_CLIPS=proxy) plays its review proxy."""
     with db.session() as s:
         if kind == "clip":
-            return s.scalar(select(Clip.storage_key).where(Clip.id == object_id))
+            proxy = (
+                select(ClipArtifact.storage_key)
+                .where(ClipArtifact.clip_id == object_id, ClipArtifact.kind == "proxy")
+                .order_by(ClipArtifact.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            return s.scalar(
+                select(func.coalesce(Clip.storage_key, proxy)).where(Clip.id == object_id)
+            )
         return s.scalar(select(ClipArtifact.storage_key).where(ClipArtifact.id == object_id))
 
 

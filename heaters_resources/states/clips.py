@@ -1,4 +1,5 @@
-"""Clip processing transitions: keyframing and sprite generation, one clip or many at once."""
+"""Clip processing transitions: keyframing and sprite generation, one clip or many at once;
+and the file of a clip cut after review (HEATERS_CLIPS=proxy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     any_,
     delete,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -22,6 +24,7 @@ from heaters_resources.errors import (
 )
 from heaters_resources.states.core import (
     ARTIFACTS,
+    CLIPS,
     apply_transition,
     attempts_counter,
     bulk_insert,
@@ -72,9 +75,17 @@ def start_sprite_generation_many(
 
 
 def _complete_artifacts(
-    db: Database, action: str, kind: str, items: Mapping[int, Sequence[ArtifactSpec]], store: Any
+    db: Database,
+    action: str,
+    kind: str,
+    items: Mapping[int, Sequence[ArtifactSpec]],
+    store: Any,
+    also: tuple[str, ...] = (),
 ) -> int:
-    """Replace every `kind` artifact of each clip with `items[clip]` and move the clips on."""
+    """Replace every `kind` artifact of each clip with `items[clip]` and move the clips on.
+
+    Kinds in `also` may come with it (a review proxy with the sprite): those present replace
+    their kind too; absent ones leave the clip's existing ones alone."""
     ids = list(items)
     new_rows = [
         {
@@ -89,8 +100,9 @@ def _complete_artifacts(
         for cid, specs in items.items()
         for a in specs
     ]
-    if any(r["kind"] != kind for r in new_rows):
-        raise ValueError(f"{action} takes only {kind!r} artifacts")
+    if any(r["kind"] != kind and r["kind"] not in also for r in new_rows):
+        raise ValueError(f"{action} takes only {(kind, *also)!r} artifacts")
+    replaced = list({kind, *(r["kind"] for r in new_rows)})
     new_keys: set[str | None] = {a.storage_key for specs in items.values() for a in specs}
     new_keys |= {a.sidecar_key for specs in items.values() for a in specs}
     verify_objects(store, [k for k in new_keys if k])
@@ -98,7 +110,7 @@ def _complete_artifacts(
     def work(session: Session) -> int:
         apply_transition(session, "clip", action, ids, error=None)
         in_clips = ARTIFACTS.c.clip_id == any_(id_array(ids))
-        scope = in_clips & (ARTIFACTS.c.kind == kind)
+        scope = in_clips & ARTIFACTS.c.kind.in_(replaced)
         old = session.execute(
             delete(ARTIFACTS)
             .where(scope)
@@ -135,14 +147,44 @@ def complete_keyframing_many(
 def complete_sprite_generation(
     db: Database, clip_id: int, sprite: ArtifactSpec | Sequence[ArtifactSpec], *, store: Any = None
 ) -> int:
-    """generating_sprite -> pending_review; the clip's sprite artifacts are replaced."""
+    """generating_sprite -> pending_review; the clip's sprite artifacts are replaced, and its
+    review proxy when one comes with them (a clip not cut yet)."""
     specs = [sprite] if isinstance(sprite, ArtifactSpec) else list(sprite)
     return _complete_artifacts(
-        db, "complete_sprite_generation", "sprite_sheet", {clip_id: specs}, store
+        db, "complete_sprite_generation", "sprite_sheet", {clip_id: specs}, store, ("proxy",)
     )
 
 
 def complete_sprite_generation_many(
     db: Database, sprites: Mapping[int, Sequence[ArtifactSpec]], *, store: Any = None
 ) -> int:
-    return _complete_artifacts(db, "complete_sprite_generation", "sprite_sheet", sprites, store)
+    return _complete_artifacts(
+        db, "complete_sprite_generation", "sprite_sheet", sprites, store, ("proxy",)
+    )
+
+
+def record_clip_files(db: Database, files: Mapping[int, str], *, store: Any = None) -> list[int]:
+    """Give clips not cut yet their file (`clips.storage_key`, HEATERS_CLIPS=proxy): no state
+    change, so it holds whatever a reviewer did meanwhile. A clip that has a file already, or
+    was superseded by a merge or split, keeps what it has; returns the ids that took theirs."""
+    verify_objects(store, files.values())
+
+    def work(session: Session) -> list[int]:
+        taken = []
+        for clip_id, key in files.items():
+            row = session.execute(
+                update(CLIPS)
+                .where(
+                    CLIPS.c.id == clip_id,
+                    CLIPS.c.storage_key.is_(None),
+                    CLIPS.c.superseded_at.is_(None),
+                )
+                # updated_at stays: it is the review page's version of the clip's state
+                .values(storage_key=key)
+                .returning(CLIPS.c.id)
+            ).first()
+            if row is not None:
+                taken.append(clip_id)
+        return taken
+
+    return db.run(work)

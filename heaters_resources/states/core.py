@@ -229,10 +229,11 @@ def schedule_deletion(session: Session, storage_keys: Iterable[str], reason: str
     return len(rows)
 
 
-def verify_objects(store: Any, storage_keys: Iterable[str]) -> None:
+def verify_objects(store: Any, storage_keys: Iterable[str | None]) -> None:
+    """Every key names an object in the store (None: no object, e.g. a clip not cut yet)."""
     if store is None:
         return
-    missing = [k for k in storage_keys if not store.exists(k)]
+    missing = [k for k in storage_keys if k and not store.exists(k)]
     if missing:
         raise MissingObjectError(f"objects not in the store: {missing[:10]}")
 

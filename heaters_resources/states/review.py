@@ -339,8 +339,12 @@ def _supersede(
     return insert_clips(session, rows)
 
 
-def complete_merge(db: Database, clip_ids: Sequence[int], *, store: Any = None) -> int:
-    """merging -> archived for the merged clips; one new clip (state `spliced`) spans them."""
+def complete_merge(
+    db: Database, clip_ids: Sequence[int], *, store: Any = None, cut: bool = True
+) -> int:
+    """merging -> archived for the merged clips; one new clip (state `spliced`) spans them.
+
+    ``cut=False``: the new clip has no file yet, only its frame range (HEATERS_CLIPS=proxy)."""
 
     def work(session: Session) -> int:
         rows = lock_rows(
@@ -357,7 +361,9 @@ def complete_merge(db: Database, clip_ids: Sequence[int], *, store: Any = None) 
         if len(videos) != 1 or len(rows) < 2:
             raise InvalidClipsError("merge needs two or more clips of one video")
         spec = ClipSpec(
-            min(r.start_frame for r in rows.values()), max(r.end_frame for r in rows.values())
+            min(r.start_frame for r in rows.values()),
+            max(r.end_frame for r in rows.values()),
+            cut=cut,
         )
         first = next(iter(rows.values()))
         return _supersede(
@@ -367,8 +373,11 @@ def complete_merge(db: Database, clip_ids: Sequence[int], *, store: Any = None) 
     return db.run(work)
 
 
-def complete_split(db: Database, clip_id: int, frame: int, *, store: Any = None) -> list[int]:
-    """splitting -> archived; two new clips [start, frame) and [frame, end) start at `spliced`."""
+def complete_split(
+    db: Database, clip_id: int, frame: int, *, store: Any = None, cut: bool = True
+) -> list[int]:
+    """splitting -> archived; two new clips [start, frame) and [frame, end) start at `spliced`
+    (``cut=False``: without files, frame ranges of the source)."""
 
     def work(session: Session) -> list[int]:
         rows = lock_rows(
@@ -384,7 +393,7 @@ def complete_split(db: Database, clip_id: int, frame: int, *, store: Any = None)
         row = rows[clip_id]
         if not row.start_frame < frame < row.end_frame:
             raise InvalidClipsError(f"split frame {frame} not inside clip {clip_id}")
-        specs = [ClipSpec(row.start_frame, frame), ClipSpec(frame, row.end_frame)]
+        specs = [ClipSpec(row.start_frame, frame, cut=cut), ClipSpec(frame, row.end_frame, cut=cut)]
         return _supersede(
             session, [clip_id], specs, row.source_video_id, row.fps, "complete_split", store
         )

@@ -92,13 +92,16 @@ class ClipSpec:
     end_frame: int
     storage_key: str | None = None  # default: keys.clip_key(video_id, identifier)
     short: bool = False  # shorter than the minimum scene length (kept out of review)
+    #: False: no file yet, the clip is a frame range of its source (HEATERS_CLIPS=proxy).
+    cut: bool = True
 
 
 @dataclass(frozen=True)
 class ArtifactSpec:
-    """One derived object of a clip (a keyframe or a sprite sheet) already in the store."""
+    """One derived object of a clip (a keyframe, a sprite sheet or a review proxy) already in
+    the store."""
 
-    kind: Literal["keyframe", "sprite_sheet"]
+    kind: Literal["keyframe", "sprite_sheet", "proxy"]
     strategy: str
     storage_key: str
     tag: str = ""

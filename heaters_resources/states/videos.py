@@ -258,7 +258,9 @@ def clip_rows(
                 "end_time": spec.end_frame / fps,
                 "fps": fps,
                 "state": "spliced",
-                "storage_key": spec.storage_key or keys.clip_key(video_id, ident),
+                "storage_key": (spec.storage_key or keys.clip_key(video_id, ident))
+                if spec.cut
+                else None,
                 "parent_clip_ids": list(parents),
                 "short": spec.short,
             }

@@ -1,10 +1,13 @@
-"""Keyframes and sprite sheets of many clips from one decode of each source video.
+"""Keyframes, sprite sheets (and review proxies) of many clips from one decode of each source.
 
 A run over video partitions used to fetch every clip file and decode it twice (keyframes, then
 sprite). Here the clips of one video are frame ranges of its playable source, fetched once and
 decoded once for both artifacts (:func:`heaters_media.artifacts.make_clip_artifacts`). Clips made
 in review (merge, split) have parents and may not be one stretch of the source (a merge can
 join clips around a gap): those are decoded from their own file, with the same code.
+
+Clips not cut yet (HEATERS_CLIPS=proxy) also get their review proxy from that decode, stored
+with the sprite: the review page plays it until the clip is approved and cut (`steps.cutting`).
 
 The state machine is unchanged: keyframing starts before the pass and completes after it; the
 sprite step starts for clips already keyframed before the pass and for the just-keyframed ones
@@ -29,6 +32,7 @@ from heaters_media.artifacts import (
 )
 from heaters_media.keyframes import KeyframesResult
 from heaters_media.progress import ProgressFn
+from heaters_media.proxy import ProxyConsumer, ProxyResult
 from heaters_media.sprite import SpriteResult
 from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
@@ -55,28 +59,36 @@ class SpriteSettings:
     cols: int = 5
 
 
-def _decode_groups(
-    db: Database, clips: Sequence[Clip]
-) -> list[tuple[Callable[[], str], list[tuple[Clip, ClipRange]]]]:
-    """(the object key to decode, [(clip, its frame range in that object)]) groups: one per
-    source video for clips cut from it, one per clip for clips made in review. Keys are
-    resolved lazily so a video without a stored file fails only its own clips."""
-    by_video: dict[int, list[Clip]] = defaultdict(list)
-    groups: list[tuple[Callable[[], str], list[tuple[Clip, ClipRange]]]] = []
+@dataclass
+class _Group:
+    """Clips decoded together: ``key()`` names the object (resolved lazily, so a video without
+    a stored file fails only its own clips), ``members`` pairs each clip with its frame range
+    in that object, ``uncut`` says they have no file yet and get a review proxy."""
+
+    key: Callable[[], str]
+    members: list[tuple[Clip, ClipRange]]
+    uncut: bool = False
+
+
+def _decode_groups(db: Database, clips: Sequence[Clip]) -> list[_Group]:
+    """One group per source video for the clips cut from it, one for its clips not cut yet
+    (HEATERS_CLIPS=proxy, merged and split ones included: they are frame ranges of it too),
+    and one per clip for clips made in review as files of their own (a merge across a gap)."""
+    by_video: dict[tuple[int, bool], list[Clip]] = defaultdict(list)
+    groups: list[_Group] = []
     for clip in clips:
-        if clip.parent_clip_ids:
+        if clip.parent_clip_ids and clip.storage_key:
             frames = clip.end_frame - clip.start_frame
-            groups.append(
-                (partial(_clip_key, clip), [(clip, ClipRange(0, 0, frames, clip.identifier))])
-            )
+            ranges = [(clip, ClipRange(0, 0, frames, clip.identifier))]
+            groups.append(_Group(partial(_clip_key, clip), ranges))
         else:
-            by_video[clip.source_video_id].append(clip)
-    for video_id, members in by_video.items():
+            by_video[(clip.source_video_id, not clip.storage_key)].append(clip)
+    for (video_id, uncut), members in by_video.items():
         ranges = [
             (c, ClipRange(k, c.start_frame, c.end_frame, c.identifier))
-            for k, c in enumerate(members)
+            for k, c in enumerate(sorted(members, key=lambda c: c.start_frame))
         ]
-        groups.append((partial(_video_key, db, video_id), ranges))
+        groups.append(_Group(partial(_video_key, db, video_id), ranges, uncut))
     return groups
 
 
@@ -123,6 +135,13 @@ def _sprite_spec(
         if k not in ("status", "path", "json_path", "clip")
     }
     return states.ArtifactSpec("sprite_sheet", params, key, sidecar_key=meta_key, meta=meta)
+
+
+def _proxy_spec(store: ObjectStore, clip: Clip, result: ProxyResult) -> states.ArtifactSpec:
+    key = keys.proxy_key(clip.source_video_id, clip.identifier, result.height)
+    store.upload_file(result.path, key, content_type="video/mp4")
+    meta = {k: v for k, v in result.to_dict().items() if k not in ("status", "path", "clip")}
+    return states.ArtifactSpec("proxy", f"{result.height}p", key, meta=meta)
 
 
 def make_artifacts(
@@ -175,9 +194,10 @@ def make_artifacts(
     with scratch_dir(workdir) as tmp:
         groups = _decode_groups(db, todo)
         done = 0
-        for n, (key, members) in enumerate(groups):
+        for n, group in enumerate(groups):
+            members = group.members
             try:
-                local = fetch(store, key(), tmp)
+                local = fetch(store, group.key(), tmp)
                 result = make_clip_artifacts(
                     local,
                     [r for _, r in members],
@@ -186,6 +206,8 @@ def make_artifacts(
                     sprite=SpriteConsumer(settings.tile_width, settings.max_fps, settings.cols)
                     if sprites
                     else None,
+                    # A clip not cut yet is reviewed from its proxy, made with its sprite.
+                    proxy=ProxyConsumer() if sprites and group.uncut else None,
                 )
                 for (clip, _), art in zip(members, result.clips, strict=True):
                     made[clip.identifier] = art
@@ -225,9 +247,13 @@ def make_artifacts(
             try:
                 if art.error is not None or art.sprite is None:
                     raise ArtifactsFailedError(art.error or "no sprite was made")
-                spec = _sprite_spec(store, clip, art.sprite, params)
+                specs = [_sprite_spec(store, clip, art.sprite, params)]
+                if not clip.storage_key:
+                    if art.proxy is None:
+                        raise ArtifactsFailedError("no review proxy was made")
+                    specs.append(_proxy_spec(store, clip, art.proxy))
                 sp_out.artifacts += states.complete_sprite_generation(
-                    db, clip.id, spec, store=store
+                    db, clip.id, specs, store=store
                 )
                 sp_out.done.append(clip.identifier)
                 faults.point("sprites:between-commits")

@@ -97,6 +97,36 @@ def artifact_problems(
             )
             if size != want:
                 problems.append(f"{ident}: sprite is {size}, metadata says {want}")
+    if kind == "sprite_sheet":
+        problems += proxy_problems(db, store, identifiers)
+    return problems
+
+
+def proxy_problems(db: Database, store: ObjectStore, identifiers: Sequence[str]) -> list[str]:
+    """A clip not cut yet (HEATERS_CLIPS=proxy) is reviewed from its proxy: one must be in the
+    store with as many frames as the clip has."""
+    with db.session() as session:
+        rows = session.execute(
+            select(
+                Clip.identifier,
+                Clip.start_frame,
+                Clip.end_frame,
+                ClipArtifact.storage_key,
+                ClipArtifact.meta,
+            )
+            .outerjoin(
+                ClipArtifact, and_(ClipArtifact.clip_id == Clip.id, ClipArtifact.kind == "proxy")
+            )
+            .where(Clip.identifier.in_(list(identifiers)), Clip.storage_key.is_(None))
+        ).all()
+    problems = []
+    for ident, start, end, key, meta in rows:
+        if key is None:
+            problems.append(f"{ident}: not cut and no review proxy")
+        elif not store.exists(key):
+            problems.append(f"{ident}: {key} missing from the store")
+        elif int(meta.get("frames", -1)) != end - start:
+            problems.append(f"{ident}: proxy has {meta.get('frames')} frames, clip {end - start}")
     return problems
 
 

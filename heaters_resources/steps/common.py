@@ -11,12 +11,15 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from sqlalchemy import select
 
 from heaters_media.errors import MediaError
 from heaters_resources import states
 from heaters_resources.db.engine import Database
+from heaters_resources.db.models import Clip
 from heaters_resources.errors import HeatersStateError
 from heaters_resources.states import leases
 from heaters_resources.store.objects import LocalObjectStore, ObjectStore
@@ -37,6 +40,20 @@ class StepFailedError(Exception):
 class ArtifactsFailedError(Exception):
     """A shared decode pass could not make one clip's artifact; the message is the pass's own
     stored reason (already ``kind: message``), kept as it is."""
+
+
+def discard_unreferenced(db: Database, store: ObjectStore, written: Sequence[str]) -> None:
+    """Delete objects a step wrote that no clip row references (a skipped or failed job, a
+    clip that took another file, leaves nothing behind). Best effort: an orphan at worst,
+    which `heaters doctor` finds."""
+    if not written:
+        return
+    with db.session() as session:
+        used = set(session.scalars(select(Clip.storage_key).where(Clip.storage_key.in_(written))))
+    try:
+        store.delete_many([k for k in written if k not in used])
+    except Exception as exc:
+        log.warning("could not delete %s: %s", written, exc)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -15,6 +15,8 @@ without a state change. Failures:
   with the reason) and is re-raised: nothing is stored;
 - an input problem (an image that does not decode, keyframes missing) fails only that clip.
 
+A clip not cut yet (HEATERS_CLIPS=proxy) is cut first: approval is when its file is made.
+
 Defaults: HEATERS_EMBEDDING_MODEL (``heaters/pixels-v1``: works without weights) and
 HEATERS_EMBEDDING_STRATEGY (``keyframe_multi_avg``).
 """
@@ -47,6 +49,7 @@ from heaters_resources.search.space import (
 )
 from heaters_resources.steps.clips import ClipBatchOutcome, clips_by_identifier
 from heaters_resources.steps.common import describe_error, fetch, scratch_dir
+from heaters_resources.steps.cutting import cut_clip_files
 from heaters_resources.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -217,6 +220,27 @@ def _aggregate(per_image: np.ndarray, strategy: str) -> np.ndarray:
     return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32)
 
 
+def _cut_uncut(
+    db: Database,
+    store: ObjectStore,
+    items: list[_Item],
+    fail: Callable[[_Item, str], None],
+    out: ClipBatchOutcome,
+    workdir: Path | None,
+) -> None:
+    """Approval is when a clip not cut yet (HEATERS_CLIPS=proxy) gets its full-quality file:
+    its embedding run cuts it first (`steps.cutting`). A failed cut fails the clip's embedding
+    with the reason, so the usual retry of `embedding_failed` clips cuts it again."""
+    uncut = [it for it in items if not it.store_only and not it.clip.storage_key]
+    if not uncut:
+        return
+    cut = cut_clip_files(db, store, [it.clip for it in uncut], workdir=workdir)
+    for it in uncut:
+        if it.clip.id in cut.failed:
+            fail(it, cut.failed[it.clip.id])
+    out.details.update(clips_cut=len(cut.cut), cut_seconds=round(cut.seconds, 3))
+
+
 def embed_clips(
     db: Database,
     store: ObjectStore,
@@ -262,10 +286,13 @@ def embed_clips(
         spec = resolve_model(model, model_path)
         if progress:
             progress(0.05, f"{len(items)} clips, model {spec.name} ({spec.family})")
+        _cut_uncut(db, store, items, fail, out, workdir)
         keyframes = _keyframe_keys(db, [it.clip.id for it in items], strategy)
         with scratch_dir(workdir) as tmp:
             ready = []
             for it in items:
+                if it.clip.identifier in out.failed:
+                    continue
                 it.keys = keyframes.get(it.clip.id, [])
                 if not it.keys:
                     kf = "/".join(KEYFRAMES_FOR[strategy][0])

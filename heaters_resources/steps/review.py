@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, exists, insert, or_, select, update
 
 from heaters_media.merge import merge_clips
 from heaters_media.split import split_clip_at
@@ -16,10 +16,12 @@ from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, ClipArtifact, ReviewEvent
 from heaters_resources.states import leases
 from heaters_resources.steps.common import (
+    discard_unreferenced,
     fail_step,
     fetch,
     scratch_dir,
 )
+from heaters_resources.steps.cutting import local_clip_file
 from heaters_resources.store import keys
 from heaters_resources.store.objects import ObjectStore
 
@@ -39,19 +41,6 @@ class ReviewJobOutcome:
     # Why nothing was done: the clips were no longer in the state the request left them in
     # (an undo came first, or during the job). Not a failure: the job ends and is not retried.
     skipped: str | None = None
-
-
-def _discard(db: Database, store: ObjectStore, written: Sequence[str]) -> None:
-    """Delete objects this job wrote that no clip row references (a skipped or failed job
-    leaves nothing behind)."""
-    if not written:
-        return
-    with db.session() as session:
-        used = set(session.scalars(select(Clip.storage_key).where(Clip.storage_key.in_(written))))
-    try:
-        store.delete_many([k for k in written if k not in used])
-    except Exception as exc:  # an orphan at worst; `heaters doctor` finds it
-        log.warning("could not delete %s: %s", written, exc)
 
 
 def _undone(db: Database, clip_ids: Sequence[int], state: str) -> list[int]:
@@ -76,17 +65,21 @@ def execute_merge(
         a, b = clips
         video_id = a.source_video_id
         ident = keys.clip_identifier(video_id, a.start_frame, b.end_frame)
-        with scratch_dir(workdir) as tmp:
-            pa = fetch(store, a.storage_key or "", tmp)
-            pb = fetch(store, b.storage_key or "", tmp)
-            merged = merge_clips(pa, pb, tmp / f"{ident}.mp4")
-            faults.point("merge:before-upload")
-            written.append(keys.clip_key(video_id, ident))
-            store.upload_file(merged.path, written[-1])
+        # Two neighbours not cut yet (HEATERS_CLIPS=proxy) make one frame range of the source:
+        # a row, no file. Otherwise the files are joined (a clip not cut is cut first).
+        as_range = not (a.storage_key or b.storage_key) and a.end_frame == b.start_frame
+        if not as_range:
+            with scratch_dir(workdir) as tmp:
+                pa = local_clip_file(db, store, a, tmp)
+                pb = local_clip_file(db, store, b, tmp)
+                merged = merge_clips(pa, pb, tmp / f"{ident}.mp4")
+                faults.point("merge:before-upload")
+                written.append(keys.clip_key(video_id, ident))
+                store.upload_file(merged.path, written[-1])
         faults.point("merge:before-commit")
-        new_id = states.complete_merge(db, [a.id, b.id], store=store)
+        new_id = states.complete_merge(db, [a.id, b.id], store=store, cut=not as_range)
     except Exception as exc:
-        _discard(db, store, written)
+        discard_unreferenced(db, store, written)
         gone = _undone(db, [c.id for c in clips], "merging")
         if gone and isinstance(exc, states.InvalidTransitionError):
             why = f"clips {gone} left merging during the job (the request was undone)"
@@ -108,21 +101,23 @@ def execute_split(
     written: list[str] = []
     try:
         video_id = clip.source_video_id
-        with scratch_dir(workdir) as tmp:
-            local = fetch(store, clip.storage_key or "", tmp)
-            result = split_clip_at(local, frame - clip.start_frame, tmp / "parts")
-            idents = []
-            for part in result.clips:
-                start, end = clip.start_frame + part.start_frame, clip.start_frame + part.end_frame
-                ident = keys.clip_identifier(video_id, start, end)
-                written.append(keys.clip_key(video_id, ident))
-                store.upload_file(part.path, written[-1])
-                idents.append(ident)
-                faults.point("split-at:between-uploads")
+        idents = [
+            keys.clip_identifier(video_id, clip.start_frame, frame),
+            keys.clip_identifier(video_id, frame, clip.end_frame),
+        ]
+        # A clip not cut yet (HEATERS_CLIPS=proxy) splits into two frame ranges: rows only.
+        if clip.storage_key:
+            with scratch_dir(workdir) as tmp:
+                local = fetch(store, clip.storage_key, tmp)
+                result = split_clip_at(local, frame - clip.start_frame, tmp / "parts")
+                for part, ident in zip(result.clips, idents, strict=True):
+                    written.append(keys.clip_key(video_id, ident))
+                    store.upload_file(part.path, written[-1])
+                    faults.point("split-at:between-uploads")
         faults.point("split-at:before-commit")
-        new_ids = states.complete_split(db, clip_id, frame, store=store)
+        new_ids = states.complete_split(db, clip_id, frame, store=store, cut=bool(clip.storage_key))
     except Exception as exc:
-        _discard(db, store, written)
+        discard_unreferenced(db, store, written)
         if _undone(db, [clip_id], "splitting") and isinstance(exc, states.InvalidTransitionError):
             why = f"clip {clip_id} left splitting during the job (the request was undone)"
             return ReviewJobOutcome("split", [clip_id], [], [], skipped=why)
@@ -187,13 +182,14 @@ def purge_archived_clips(
             )
             rearchived = {cid for row in later for cid in row}
             ids = [cid for cid in ids if cid not in rearchived]
+        # Purged = no file and no artifacts (a clip not cut yet has artifacts only).
+        has_objects = or_(
+            Clip.storage_key.is_not(None),
+            exists().where(ClipArtifact.clip_id == Clip.id),
+        )
         live = list(
             session.scalars(
-                select(Clip.id).where(
-                    Clip.id.in_(ids),
-                    Clip.state == "archived",
-                    Clip.storage_key.is_not(None),
-                )
+                select(Clip.id).where(Clip.id.in_(ids), Clip.state == "archived", has_objects)
             )
         )
     if not live:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from heaters_media.download import DownloadLimits
+from heaters_media.errors import InvalidInputError
 from heaters_media.ingest import ingest
 from heaters_media.progress import ProgressFn
 from heaters_media.scenes import detect_scenes
@@ -19,7 +20,7 @@ from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip, SourceVideo
 from heaters_resources.errors import NotFoundError
-from heaters_resources.settings import Settings
+from heaters_resources.settings import CLIP_MODES, Settings
 from heaters_resources.steps.common import (
     fail_step,
     fetch,
@@ -240,11 +241,17 @@ def splice_source_video(
     min_scene_len: float = 1.0,
     short_policy: str = "keep",
     trim_transitions: bool = False,
+    clips: str = "exact",
     overwrite: bool = False,
     workdir: Path | None = None,
     progress: ProgressFn | None = None,
 ) -> SpliceOutcome:
     """downloaded -> splicing -> spliced: detect scenes, cut clips, register them in one go.
+
+    ``clips="proxy"`` (HEATERS_CLIPS) cuts nothing: the clips are rows over frame ranges of the
+    source, the artifacts' decode makes a review proxy of each, and a clip's own file is cut
+    when it is approved (`steps.cutting`). A clip's file is one x264 encode of every frame it
+    re-encodes, most of a splice's time, spent on clips a reviewer may throw away.
 
     With ``overwrite`` (re-splicing with new parameters) the video's old clips, their artifacts
     and embeddings are replaced; their objects are deleted after the new clips are committed.
@@ -258,7 +265,10 @@ def splice_source_video(
         "min_scene_len": min_scene_len,
         "short_policy": short_policy,
         "trim_transitions": trim_transitions,
+        "clips": clips,
     }
+    if clips not in CLIP_MODES:
+        raise InvalidInputError(f"clips must be one of {', '.join(CLIP_MODES)}, not {clips!r}")
     video = states.get_source_video(db, video_id)
     if video.state == "spliced" and not overwrite:
         return _spliced(db, video)  # resuming a video's job: this step is done
@@ -284,27 +294,39 @@ def splice_source_video(
             )
             short = {s.start_frame for s in detected.scenes if s.short}
             faults.point("splice:after-detect")
-            split = split_video(
-                source,
-                [asdict(s) for s in detected.scenes],
-                tmp / "clips",
-                name_template=f"{video_id}_{{start}}_{{end}}.mp4",
-                progress=part(0.4, 0.9),
-            )
-            specs = []
-            for clip in split.clips:
-                ident = keys.clip_identifier(video_id, clip.start_frame, clip.end_frame)
-                key = keys.clip_key(video_id, ident)
-                store.upload_file(clip.path, key)
-                faults.point("splice:between-uploads")
-                specs.append(
-                    states.ClipSpec(
-                        clip.start_frame, clip.end_frame, key, clip.start_frame in short
-                    )
+            if clips == "proxy":
+                split = None
+                specs = [
+                    states.ClipSpec(s.start_frame, s.end_frame, short=s.short, cut=False)
+                    for s in detected.scenes
+                ]
+            else:
+                split = split_video(
+                    source,
+                    [asdict(s) for s in detected.scenes],
+                    tmp / "clips",
+                    name_template=f"{video_id}_{{start}}_{{end}}.mp4",
+                    progress=part(0.4, 0.9),
                 )
+                specs = []
+                for clip in split.clips:
+                    ident = keys.clip_identifier(video_id, clip.start_frame, clip.end_frame)
+                    key = keys.clip_key(video_id, ident)
+                    store.upload_file(clip.path, key)
+                    faults.point("splice:between-uploads")
+                    specs.append(
+                        states.ClipSpec(
+                            clip.start_frame, clip.end_frame, key, clip.start_frame in short
+                        )
+                    )
             faults.point("splice:before-commit")
             ids = states.create_clips_from_splice(
-                db, video_id, specs, fps=split.fps, overwrite=overwrite, store=store
+                db,
+                video_id,
+                specs,
+                fps=split.fps if split else None,
+                overwrite=overwrite,
+                store=store,
             )
     except Exception as exc:
         fail_step(db, "source_video", video_id, "splice", exc)
@@ -317,10 +339,10 @@ def splice_source_video(
         identifiers=identifiers,
         retired_identifiers=[i for i in before if i not in set(identifiers)],
         cut_frames=detected.cut_frames,
-        copied=split.copied,
-        encoded=split.encoded,
+        copied=split.copied if split else 0,
+        encoded=split.encoded if split else 0,
         detect_seconds=detected.metadata["seconds"],
-        split_seconds=split.seconds,
+        split_seconds=split.seconds if split else 0.0,
         frames_analysed=detected.metadata["frames_analysed"],
         scene_params={**params, "threshold": detected.metadata["threshold"]},
         short_clips=sum(1 for s in specs if s.short),

@@ -85,3 +85,10 @@ def sprite_key(video_id: int, identifier: str, params: str) -> str:
 
 def sprite_metadata_key(video_id: int, identifier: str, params: str) -> str:
     return f"{clip_prefix(video_id, identifier)}sprite/{_token(params, 'sprite params')}.json"
+
+
+def proxy_key(video_id: int, identifier: str, height: int) -> str:
+    """The review proxy of a clip not cut yet (HEATERS_CLIPS=proxy), ``height`` lines."""
+    if isinstance(height, bool) or not isinstance(height, int) or not 0 < height <= 4320:
+        raise ValueError(f"invalid proxy height: {height!r}")
+    return f"{clip_prefix(video_id, identifier)}proxy/{height}p.mp4"

@@ -119,7 +119,7 @@ def test_whole_graph_for_one_video(
     assert {c.check_name: c.description for c in run.get_asset_check_evaluations()} == {
         "keyframes_stored": f"All {len(keys)} checked have every keyframe in the store.",
         "sprite_matches_image": f"All {len(keys)} checked have a sprite sheet whose metadata "
-        "matches the stored image.",
+        "matches the stored image (and a review proxy when not cut yet).",
     }
     # Similar clips during review by default: every pending clip has the descriptor's vector,
     # and its neighbours are found.

@@ -65,9 +65,11 @@ class Library:
             env["HEATERS_FAULT_POINT"] = fault
         return env
 
-    def demo(self, video: Path, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    def demo(
+        self, video: Path, fault: str | None = None, *extra: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(BIN / "heaters"), "demo", str(video)],
+            [str(BIN / "heaters"), "demo", str(video), *extra],
             env=self.env(fault),
             capture_output=True,
             text=True,
@@ -252,6 +254,37 @@ def test_embedding_merge_and_split_killed_then_retried(library: Library, tmp_pat
     assert library.step(split).returncode == 0
     assert states.get_clip(db, merged).state == "archived"
     library.reap()
+    library.assert_clean()
+
+
+def test_review_proxies_and_the_cut_on_approval_killed_then_retried(
+    library: Library, tmp_path: Path
+) -> None:
+    """HEATERS_CLIPS=proxy: killed while proxies are recorded, then while approved clips'
+    files are uploaded and before they are recorded; each retry finishes with every stored
+    object referenced (an upload no row took is replaced by the retry's and recorded)."""
+    video = make_video(tmp_path / "proxy.mp4", [33, 41, 27], size=(160, 90))  # own content
+    for point in ("splice:before-commit", "sprites:between-commits#2"):
+        assert library.demo(video, point, "--clips", "proxy").returncode != 0
+    assert library.demo(video, None, "--clips", "proxy").returncode == 0
+    ids = _ids(library, "proxy.mp4")
+    db = library.db
+    assert all(states.get_clip(db, x).storage_key is None for x in ids)
+    library.reap()
+    library.assert_clean()
+    vid = states.get_clip(db, ids[0]).source_video_id
+    for x in ids[:2]:
+        states.approve_clip(db, x)
+    for point in ("cut:between-uploads#2", "cut:before-commit"):
+        assert library.step(EMBED.format(vid=vid), point).returncode == -9
+        assert all(states.get_clip(db, x).storage_key is None for x in ids[:2])
+        library.reap()
+    proc = library.step(EMBED.format(vid=vid))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for x in ids[:2]:
+        clip = states.get_clip(db, x)
+        assert clip.state == "embedded" and clip.storage_key
+    assert states.get_clip(db, ids[2]).storage_key is None
     library.assert_clean()
 
 

@@ -113,6 +113,79 @@ def test_demo_and_asset_materialize(home: Path) -> None:
     db.dispose()
 
 
+def _materialize(home: Path, select_: str, partition: int) -> subprocess.CompletedProcess[str]:
+    from heaters_resources.orchestration.instance import prepare_dagster_home
+    from heaters_resources.settings import Settings
+
+    env = prepare_dagster_home(Settings.from_env(_env(home)))
+    return subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "heaters_assets.definitions",
+            "--select",
+            select_,
+            "--partition",
+            str(partition),
+        ],
+        env={
+            **env,
+            **_env(
+                home,
+                DAGSTER_HOME=env["DAGSTER_HOME"],
+                HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"],
+            ),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_demo_with_review_proxies_cuts_clips_when_approved(home: Path) -> None:
+    """`heaters demo --clips proxy`: the run cuts no clip file and stores a review proxy of
+    each clip; approving one and materializing its video's `clip_embedding` cuts its file."""
+    bad = subprocess.run(
+        [str(BIN / "heaters"), "demo", "--clips", "lazy"],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "--clips" in bad.stderr and "Traceback" not in bad.stderr
+    proc = subprocess.run(
+        [str(BIN / "heaters"), "demo", "--clips", "proxy"],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "review proxies" in " ".join(proc.stderr.split())
+    db = _db(home)
+    with db.session() as s:
+        clips = list(s.scalars(select(Clip).order_by(Clip.start_frame)))
+        proxies = s.scalar(
+            select(func.count()).select_from(ClipArtifact).where(ClipArtifact.kind == "proxy")
+        )
+    assert [c.start_frame for c in clips[1:]] == SAMPLE_CUTS
+    assert all(c.storage_key is None and c.state == "pending_review" for c in clips)
+    assert proxies == len(clips)
+    from heaters_resources import states
+
+    states.approve_clip(db, clips[1].id)
+    proc = _materialize(home, "clip_embedding", clips[1].source_video_id)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with db.session() as s:
+        cut = s.get(Clip, clips[1].id)
+        assert cut is not None and cut.state == "embedded" and cut.storage_key
+        assert (home / "objects" / cut.storage_key).is_file()
+        assert s.get(Clip, clips[2].id).storage_key is None  # not approved: not cut
+    db.dispose()
+
+
 def test_submit_and_status(home: Path, tmp_path: Path) -> None:
     env = _env(home)
     proc = subprocess.run(

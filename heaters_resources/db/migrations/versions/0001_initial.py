@@ -12,7 +12,6 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from heaters_resources.db.models import (
-    ARTIFACT_KINDS,
     CLIP_STATES,
     FRAME_SPACE,
     SOURCE_VIDEO_STATES,
@@ -24,6 +23,8 @@ branch_labels = None
 depends_on = None
 
 # HNSW indexes need a fixed dimension: one partial expression index per known model.
+# The artifact kinds of this revision (0009 added `proxy`): frozen here, not read from the models.
+ARTIFACT_KINDS = ("keyframe", "sprite_sheet")
 DEFAULT_EMBEDDING_MODELS = {"openai/clip-vit-base-patch32": 512, "facebook/dinov2-small": 384}
 
 
