@@ -21,7 +21,7 @@ class SceneConfig(dg.Config):
     #: Leave a fade's / dissolve's / wipe's frames out of both neighbouring clips.
     trim_transitions: bool = False
     #: "exact": cut every clip's file now; "proxy": clip rows only, a review proxy each, the
-    #: file cut when the clip is approved. Unset: HEATERS_CLIPS (default "exact").
+    #: file cut when the clip is approved. Unset: HEATERS_CLIPS (default "proxy").
     clips: str | None = None
     overwrite: bool = False
 

@@ -101,7 +101,9 @@ def source_video(
     owners=names.asset_owners(),
     deps=[source_video],
     op_tags=names.MEDIA_TAGS,
-    description="Scene detection and frame-accurate cutting into clips (rows + objects).",
+    description="Scene detection and the video's clips: rows over its frame ranges, each "
+    "clip's file cut when it is approved (HEATERS_CLIPS=proxy, the default) or cut now, frame "
+    "exact (exact).",
     check_specs=[
         dg.AssetCheckSpec(
             "clips_tile_video",

@@ -8,6 +8,7 @@ database, because Dagster and our migrations each keep an ``alembic_version`` ta
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,12 +46,17 @@ def dagster_storage_url(settings: Settings) -> str:
     )
 
 
+def dagster_home_dir(settings: Settings) -> Path:
+    """DAGSTER_HOME: the variable when set, else HEATERS_HOME/dagster."""
+    return Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").resolve()
+
+
 def prepare_dagster_home(settings: Settings | None = None) -> dict[str, str]:
     """Create DAGSTER_HOME (default HEATERS_HOME/dagster) with our dagster.yaml; return the
     environment every Dagster process (webserver, daemon, CLI, run workers) must get."""
     settings = settings or Settings.from_env()
     chosen = os.environ.get("DAGSTER_HOME")
-    home = Path(chosen or settings.home / "dagster").resolve()
+    home = dagster_home_dir(settings)
     home.mkdir(parents=True, exist_ok=True)
     # Our own folder always gets the current dagster.yaml; a DAGSTER_HOME the user chose keeps
     # the configuration it already has.
@@ -86,10 +92,81 @@ def run_dagster(args: list[str], env: dict[str, str], log_file: Path) -> None:
         proc = subprocess.run(
             dagster_command(*args), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
         )
-    if proc.returncode != 0:
+    _raise_for(proc.returncode, args, log_file)
+
+
+def _raise_for(code: int, args: list[str], log_file: Path) -> None:
+    if code != 0:
         tail = log_file.read_text(errors="replace").strip().splitlines()[-15:]
-        how = "was killed" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
+        how = "was killed" if code < 0 else f"failed (exit {code})"
         raise RunFailedError(
             f"dagster {args[0]} {args[1]} {how}; run the same command again to resume. "
             f"Log {log_file}:\n" + "\n".join(tail)
         )
+
+
+# A Dagster CLI process started before its command is known: Python and Dagster's imports
+# (2 s of the 2.5 s a `dagster job execute` with nothing to do takes here) overlap the
+# caller's own set-up. Then it reads one JSON line {"args": [...], "env": {...}} and runs
+# `dagster ARGS` in that environment; end of input without a line: it exits, having run nothing.
+_WARM_CLI = (
+    "import importlib, json, os, sys\n"
+    "from dagster._cli import main\n"
+    "importlib.import_module(sys.argv[1])\n"
+    "line = sys.stdin.readline()\n"
+    "if not line.strip():\n"
+    "    sys.exit(0)\n"
+    "order = json.loads(line)\n"
+    "os.environ.update(order['env'])\n"
+    "sys.argv = ['dagster', *order['args']]\n"
+    "sys.exit(main())\n"
+)
+
+
+class WarmDagster:
+    """``dagster ...`` in a process started early (``heaters demo``): it imports Dagster and
+    ``module`` (the definitions) while the caller starts Postgres, migrates and registers
+    the video, so the run starts as soon as it is asked for. The run is the same Dagster CLI
+    run in its own process as with :func:`run_dagster`, its output appended to ``log_file``.
+    Use as a context manager: leaving it without :meth:`run` ends the idle process."""
+
+    def __init__(self, module: str, log_file: Path) -> None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file = log_file
+        self._log = open(log_file, "a")  # noqa: SIM115 (closed in close())
+        self._env = dict(os.environ)  # what the process has; run() sends what differs
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WARM_CLI, module],
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self._env,
+        )
+
+    def run(self, args: list[str], env: dict[str, str]) -> None:
+        """Run ``dagster ARGS`` in environment ``env`` (the variables that differ from the
+        process's are sent to it); raise RunFailedError as :func:`run_dagster` does."""
+        changed = {k: v for k, v in env.items() if self._env.get(k) != v}
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"args": args, "env": changed}) + "\n")
+        self._proc.stdin.close()
+        code = self._proc.wait()
+        self._log.close()
+        _raise_for(code, args, self.log_file)
+
+    def close(self) -> None:
+        if self._proc.poll() is None and self._proc.stdin and not self._proc.stdin.closed:
+            self._proc.stdin.close()  # no command: the process exits
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
+
+    def __enter__(self) -> WarmDagster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

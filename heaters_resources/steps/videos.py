@@ -248,10 +248,12 @@ def splice_source_video(
 ) -> SpliceOutcome:
     """downloaded -> splicing -> spliced: detect scenes, cut clips, register them in one go.
 
-    ``clips="proxy"`` (HEATERS_CLIPS) cuts nothing: the clips are rows over frame ranges of the
-    source, the artifacts' decode makes a review proxy of each, and a clip's own file is cut
-    when it is approved (`steps.cutting`). A clip's file is one x264 encode of every frame it
-    re-encodes, most of a splice's time, spent on clips a reviewer may throw away.
+    ``clips="proxy"`` (what the platform passes by default, HEATERS_CLIPS) cuts nothing: the
+    clips are rows over frame ranges of the source, the artifacts' decode makes a review proxy
+    of each, and a clip's own file is cut when it is approved (`steps.cutting`). A clip's file
+    is one x264 encode of every frame it re-encodes, most of a splice's time, spent on clips a
+    reviewer may throw away. This function's own default stays ``exact`` (callers that want
+    files now, the benchmarks' direct path).
 
     With ``overwrite`` (re-splicing with new parameters) the video's old clips, their artifacts
     and embeddings are replaced; their objects are deleted after the new clips are committed.

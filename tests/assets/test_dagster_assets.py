@@ -432,8 +432,13 @@ def test_whole_graph_on_s3(
     with db.session() as s:
         from heaters_resources.db.models import ClipArtifact
 
-        stored = [c.storage_key for c in _clips(db, vid)]
-        stored += [
+        clips = _clips(db, vid)  # rows over the source until approved (HEATERS_CLIPS=proxy)
+        assert {c.storage_key for c in clips} == {None}
+        proxies = s.scalar(
+            select(func.count()).select_from(ClipArtifact).where(ClipArtifact.kind == "proxy")
+        )
+        assert proxies == len(clips)
+        stored = [
             k
             for row in s.execute(select(ClipArtifact.storage_key, ClipArtifact.sidecar_key))
             for k in row

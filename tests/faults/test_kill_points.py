@@ -158,11 +158,13 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
 
 def test_demo_killed_at_every_point_then_retried(library: Library, tmp_path: Path) -> None:
     video = make_video(tmp_path / "killed.mp4", [30, 40, 25], size=(160, 90))
+    # Every clip cut at splice (the splice's upload points); the proxy default is killed in
+    # test_review_proxies_and_the_cut_on_approval_killed_then_retried.
     for point in DEMO_POINTS:
-        proc = library.demo(video, point)
+        proc = library.demo(video, point, "--clips", "exact")
         assert proc.returncode != 0, f"{point}: the run was not killed"
         assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    proc = library.demo(video)  # the user's natural retry: the same command
+    proc = library.demo(video, None, "--clips", "exact")  # the user's natural retry
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["clips"] == 3
     assert "resuming it" in proc.stderr
@@ -210,7 +212,8 @@ EMBED = (
 
 def test_embedding_merge_and_split_killed_then_retried(library: Library, tmp_path: Path) -> None:
     video = make_video(tmp_path / "review.mp4", [30, 40, 30, 35], size=(160, 90))
-    assert library.demo(video).returncode == 0
+    # Clip files cut at splice: merge and split then join and cut files (their upload points).
+    assert library.demo(video, None, "--clips", "exact").returncode == 0
     a, b, c, d = _ids(library, "review.mp4")
     db = library.db
     vid = states.get_clip(db, a).source_video_id
@@ -260,12 +263,16 @@ def test_embedding_merge_and_split_killed_then_retried(library: Library, tmp_pat
 def test_review_proxies_and_the_cut_on_approval_killed_then_retried(
     library: Library, tmp_path: Path
 ) -> None:
-    """HEATERS_CLIPS=proxy: killed while proxies are recorded, then while approved clips'
-    files are uploaded and before they are recorded; each retry finishes with every stored
-    object referenced (an upload no row took is replaced by the retry's and recorded)."""
+    """HEATERS_CLIPS=proxy (the default; explicit here): killed while proxies are recorded,
+    then while approved clips' files are uploaded and before they are recorded; each retry
+    finishes with every stored object referenced (an upload no row took is replaced by the
+    retry's and recorded)."""
     video = make_video(tmp_path / "proxy.mp4", [33, 41, 27], size=(160, 90))  # own content
-    for point in ("splice:before-commit", "sprites:between-commits#2"):
-        assert library.demo(video, point, "--clips", "proxy").returncode != 0
+    points = [p for p in DEMO_POINTS if not p.startswith("splice:between-uploads")]
+    for point in points:  # the splice uploads nothing in this mode
+        proc = library.demo(video, point, "--clips", "proxy")
+        assert proc.returncode != 0, f"{point}: the run was not killed"
+        assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert library.demo(video, None, "--clips", "proxy").returncode == 0
     ids = _ids(library, "proxy.mp4")
     db = library.db

@@ -215,5 +215,5 @@ def test_an_unknown_clip_mode_is_refused_before_anything_changes(
     assert states.get_source_video(db, vid).state == "downloaded"
     with pytest.raises(ValueError, match="HEATERS_CLIPS"):
         Settings.from_env({"HEATERS_CLIPS": "lazy"})
-    assert Settings.from_env({"HEATERS_CLIPS": "Proxy"}).clips == "proxy"
-    assert Settings.from_env({}).clips == "exact"
+    assert Settings.from_env({"HEATERS_CLIPS": "Exact"}).clips == "exact"
+    assert Settings.from_env({}).clips == "proxy"

@@ -49,8 +49,14 @@ def _db(home: Path) -> Database:
 
 
 def test_demo_and_asset_materialize(home: Path) -> None:
+    """`heaters demo --clips exact`: every clip's file is cut in the run (the default, proxy,
+    is the next test's)."""
     proc = subprocess.run(
-        [str(BIN / "heaters"), "demo"], env=_env(home), capture_output=True, text=True, timeout=600
+        [str(BIN / "heaters"), "demo", "--clips", "exact"],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -145,8 +151,9 @@ def _materialize(home: Path, select_: str, partition: int) -> subprocess.Complet
 
 
 def test_demo_with_review_proxies_cuts_clips_when_approved(home: Path) -> None:
-    """`heaters demo --clips proxy`: the run cuts no clip file and stores a review proxy of
-    each clip; approving one and materializing its video's `clip_embedding` cuts its file."""
+    """`heaters demo` (HEATERS_CLIPS=proxy, the default): the run cuts no clip file and stores
+    a review proxy of each clip; approving one and materializing its video's
+    `clip_embedding` cuts its file."""
     bad = subprocess.run(
         [str(BIN / "heaters"), "demo", "--clips", "lazy"],
         env=_env(home),
@@ -156,7 +163,7 @@ def test_demo_with_review_proxies_cuts_clips_when_approved(home: Path) -> None:
     )
     assert bad.returncode == 2 and "--clips" in bad.stderr and "Traceback" not in bad.stderr
     proc = subprocess.run(
-        [str(BIN / "heaters"), "demo", "--clips", "proxy"],
+        [str(BIN / "heaters"), "demo"],
         env=_env(home),
         capture_output=True,
         text=True,
@@ -184,6 +191,30 @@ def test_demo_with_review_proxies_cuts_clips_when_approved(home: Path) -> None:
         assert (home / "objects" / cut.storage_key).is_file()
         assert s.get(Clip, clips[2].id).storage_key is None  # not approved: not cut
     db.dispose()
+
+
+def test_warm_dagster_cli_runs_its_command_in_the_environment_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`heaters demo` starts the Dagster CLI before it knows the command (WarmDagster): the
+    command runs in the environment given then (DAGSTER_HOME here, unknown at start), a
+    failure raises RunFailedError with the log, and an unused one ends without running."""
+    from heaters_resources.errors import RunFailedError
+    from heaters_resources.orchestration.instance import WarmDagster
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    dagster_home = tmp_path / "dh"
+    dagster_home.mkdir()
+    log = tmp_path / "logs" / "warm.log"
+    with WarmDagster("json", log) as cli:
+        cli.run(["instance", "info"], {**os.environ, "DAGSTER_HOME": str(dagster_home)})
+    assert f"$DAGSTER_HOME: {dagster_home}" in log.read_text()
+    with WarmDagster("json", log) as cli, pytest.raises(RunFailedError, match=r"warm\.log"):
+        cli.run(["job", "execute", "-m", "no_such_module_here", "-j", "x"], dict(os.environ))
+    t0 = time.monotonic()
+    with WarmDagster("json", log) as idle:
+        pass
+    assert idle._proc.returncode == 0 and time.monotonic() - t0 < 30  # ended, ran nothing
 
 
 def test_submit_and_status(home: Path, tmp_path: Path) -> None:
@@ -314,7 +345,12 @@ def _reprocess_from_the_ui(port: int, db: Database, log: Path) -> None:
     assert {(kind, strategy) for kind, strategy, _ in rows if kind == "keyframe"} == {
         ("keyframe", "midpoint")
     }  # the three "multi" keyframes of each clip were replaced
-    assert {kind: count for kind, _, count in rows} == {"keyframe": n, "sprite_sheet": n}
+    # one proxy per clip too (not cut yet), replaced with the sprite, never added
+    assert {kind: count for kind, _, count in rows} == {
+        "keyframe": n,
+        "sprite_sheet": n,
+        "proxy": n,
+    }
     assert _clip_states(db) == {"pending_review": n}
 
     # 2. re-splice the video with a longer minimum scene: fewer clips, which the new-clips
@@ -426,6 +462,7 @@ def test_dagster_dev_picks_up_inbox_video(home: Path, tmp_path: Path) -> None:
         assert kinds == {
             "keyframe": 3 * (len(SAMPLE_CUTS) + 1),
             "sprite_sheet": len(SAMPLE_CUTS) + 1,
+            "proxy": len(SAMPLE_CUTS) + 1,  # HEATERS_CLIPS=proxy, the default
         }
         _asset_page_shows_its_preview(port, db)
         _reprocess_from_the_ui(port, db, tmp_path / "dagster-dev.log")
