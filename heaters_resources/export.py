@@ -2,9 +2,10 @@
 
 One row per approved clip (states `approved`, `embedding`, `embedded`, `embedding_failed`: all
 were approved by a reviewer): ids, source, frame and time range, storage keys of the clip and
-its artifacts, and optionally its embeddings. Rows are read in id order in batches (keyset
-pagination), so memory stays flat for any library size, and the file is written to a temporary
-name and renamed, so a reader never sees half a manifest.
+its artifacts, and optionally its embeddings. ``storage_key`` is null for a clip approved but
+not cut yet (HEATERS_CLIPS=proxy: its embedding run cuts it). Rows are read in id order in
+batches (keyset pagination), so memory stays flat for any library size, and the file is
+written to a temporary name and renamed, so a reader never sees half a manifest.
 
 Parquet needs `pyarrow`, which is optional: without it, ask for JSONL. The format comes from
 `--format` or the file's extension (`.jsonl`/`.ndjson`, `.parquet`); any other extension
