@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
 from heaters_resources.fingerprint import source_fingerprint
 from heaters_resources.orchestration import names
 from heaters_resources.settings import CLIP_MODES, Settings
+
+if TYPE_CHECKING:
+    from heaters_resources.orchestration.instance import WarmDagster
 
 console = Console(stderr=True)
 _URL = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
@@ -262,8 +265,9 @@ def demo(
     ] = None,
 ) -> None:
     """The main job on the embedded defaults: one video through the whole Dagster graph
-    (ingest, scenes, clips, keyframes, sprites) in one run of `video_job` via the Dagster CLI,
-    then a summary table.
+    (ingest, scenes, clips, keyframes, sprites, review proxies) in one run of `video_job` via
+    the Dagster CLI, then a summary table. Clip files are cut when approved (--clips exact:
+    all of them now).
 
     Run again on the same content, it resumes that video where it stopped (after a crash,
     kill or failure) instead of making a second copy; --new makes one."""
@@ -281,7 +285,7 @@ def demo(
         _demo(dagster_cli, settings, source, new)
 
 
-def _demo(dagster_cli: Any, settings: Settings, source: str | None, new: bool) -> None:
+def _demo(dagster_cli: WarmDagster, settings: Settings, source: str | None, new: bool) -> None:
     import dagster as dg
 
     from heaters_media.samples import SAMPLE_VIDEO
