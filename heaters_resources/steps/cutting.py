@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heaters_media.progress import ProgressFn
-from heaters_media.split import SplitResult, split_video
+from heaters_media.split import split_video
 from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip
@@ -39,18 +38,16 @@ from heaters_resources.store.objects import ObjectStore
 
 @dataclass
 class CutOutcome:
-    """Which clips got their file (ids), which failed (id -> reason), and the cut's figures."""
+    """Which clips got their file (ids), which failed (id -> reason), and how long it took."""
 
     cut: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
-    copied: int = 0
-    encoded: int = 0
     seconds: float = 0.0
 
 
 def _cut_from_source(
     db: Database, store: ObjectStore, video_id: int, clips: Sequence[Clip], tmp: Path
-) -> tuple[dict[int, Path], SplitResult]:
+) -> dict[int, Path]:
     """The clips' files, cut from one fetch of their video's playable source."""
     source = fetch(store, playable_key(states.get_source_video(db, video_id)), tmp)
     ordered = sorted(clips, key=lambda c: c.start_frame)
@@ -60,15 +57,14 @@ def _cut_from_source(
         tmp / f"cut-{video_id}",
         name_template=f"{video_id}_{{start}}_{{end}}.mp4",
     )
-    files = {c.id: Path(made.path) for c, made in zip(ordered, split.clips, strict=True)}
-    return files, split
+    return {c.id: Path(made.path) for c, made in zip(ordered, split.clips, strict=True)}
 
 
 def local_clip_file(db: Database, store: ObjectStore, clip: Clip, tmp: Path) -> Path:
     """The clip's file in ``tmp``: fetched when it has one, else cut from its source."""
     if clip.storage_key:
         return fetch(store, clip.storage_key, tmp)
-    return _cut_from_source(db, store, clip.source_video_id, [clip], tmp)[0][clip.id]
+    return _cut_from_source(db, store, clip.source_video_id, [clip], tmp)[clip.id]
 
 
 def cut_clip_files(
@@ -77,7 +73,6 @@ def cut_clip_files(
     clips: Sequence[Clip],
     *,
     workdir: Path | None = None,
-    progress: ProgressFn | None = None,
 ) -> CutOutcome:
     """Cut, upload and record the file of each clip in ``clips`` that has none.
 
@@ -89,32 +84,24 @@ def cut_clip_files(
     for clip in clips:
         if not clip.storage_key:
             by_video[clip.source_video_id].append(clip)
-    total, done = sum(len(v) for v in by_video.values()), 0
     for video_id, members in sorted(by_video.items()):
-        written: list[str] = []
+        uploaded: dict[int, str] = {}  # clip id -> the key its file was uploaded to
         try:
             with scratch_dir(workdir) as tmp:
-                files, split = _cut_from_source(db, store, video_id, members, tmp)
-                out.copied += split.copied
-                out.encoded += split.encoded
-                recorded: dict[int, str] = {}
+                files = _cut_from_source(db, store, video_id, members, tmp)
                 for clip in members:
                     key = keys.clip_key(video_id, clip.identifier)
                     store.upload_file(files[clip.id], key, content_type="video/mp4")
-                    written.append(key)
-                    recorded[clip.id] = key
+                    uploaded[clip.id] = key
                     faults.point("cut:between-uploads")
             faults.point("cut:before-commit")
-            taken = states.record_clip_files(db, recorded, store=store)
+            taken = states.record_clip_files(db, uploaded, store=store)
             out.cut += taken
-            discard_unreferenced(db, store, [recorded[c] for c in recorded if c not in taken])
+            discard_unreferenced(db, store, [k for c, k in uploaded.items() if c not in taken])
         except Exception as exc:
-            discard_unreferenced(db, store, written)
+            discard_unreferenced(db, store, list(uploaded.values()))
             reason = f"cut: {describe_error(exc)}"
             for clip in members:
                 out.failed[clip.id] = reason
-        done += len(members)
-        if progress:
-            progress(done / max(1, total), f"cut {done}/{total} clips")
     out.seconds = time.perf_counter() - t0
     return out

@@ -77,41 +77,12 @@ def test_demo_and_asset_materialize(home: Path) -> None:
 
     # Re-run the video's clip assets with overwrite through `dagster asset materialize` (its
     # partition is the video): replaced, not duplicated, and every clip is back in review.
-    from heaters_resources.orchestration.instance import prepare_dagster_home
-    from heaters_resources.settings import Settings
-
-    env = prepare_dagster_home(Settings.from_env(_env(home)))
     config = {
         "ops": {
             "clip_artifacts": {"config": {"overwrite": True, "strategy": "multi"}},
         }
     }
-    proc = subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "heaters_assets.definitions",
-            "--select",
-            "keyframes,sprite_sheet",
-            "--partition",
-            str(clips[2].source_video_id),
-            "--config-json",
-            json.dumps(config),
-        ],
-        env={
-            **env,
-            **_env(
-                home,
-                DAGSTER_HOME=env["DAGSTER_HOME"],
-                HEATERS_DAGSTER_PG_URL=env["HEATERS_DAGSTER_PG_URL"],
-            ),
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _materialize(home, "keyframes,sprite_sheet", clips[2].source_video_id, config)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ClipArtifact)) == artifacts_before
@@ -119,7 +90,10 @@ def test_demo_and_asset_materialize(home: Path) -> None:
     db.dispose()
 
 
-def _materialize(home: Path, select_: str, partition: int) -> subprocess.CompletedProcess[str]:
+def _materialize(
+    home: Path, select_: str, partition: int, config: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`dagster asset materialize` of ``select_`` for one video partition of ``home``."""
     from heaters_resources.orchestration.instance import prepare_dagster_home
     from heaters_resources.settings import Settings
 
@@ -135,6 +109,7 @@ def _materialize(home: Path, select_: str, partition: int) -> subprocess.Complet
             select_,
             "--partition",
             str(partition),
+            *(["--config-json", json.dumps(config)] if config else []),
         ],
         env={
             **env,
