@@ -41,6 +41,7 @@ from heaters_resources.states.embeddings import (
     start_embedding,
     start_embedding_many,
     store_embedding,
+    store_embeddings,
 )
 from heaters_resources.states.review import (
     StaleActionError,
@@ -133,6 +134,7 @@ __all__ = [
     "start_sprite_generation",
     "start_sprite_generation_many",
     "store_embedding",
+    "store_embeddings",
     "undo_batch",
     "undo_review",
 ]

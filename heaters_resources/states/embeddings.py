@@ -88,13 +88,34 @@ def store_embedding(
     overwrite: bool = False,
 ) -> None:
     """Store an embedding without a state change (e.g. "similar clips" during review)."""
-    rows = _embedding_rows({clip_id: vector}, model_name, generation_strategy)
+    store_embeddings(
+        db,
+        {clip_id: vector},
+        model_name=model_name,
+        generation_strategy=generation_strategy,
+        overwrite=overwrite,
+    )
 
-    def work(session: Session) -> None:
-        lock_rows(session, "clip", [clip_id])
+
+def store_embeddings(
+    db: Database,
+    vectors: Mapping[int, Sequence[float]],
+    *,
+    model_name: str,
+    generation_strategy: str,
+    overwrite: bool = False,
+) -> int:
+    """`store_embedding` for many clips in one transaction (all or none)."""
+    rows = _embedding_rows(vectors, model_name, generation_strategy)
+    if not rows:
+        return 0
+
+    def work(session: Session) -> int:
+        lock_rows(session, "clip", list(vectors))
         _upsert_embeddings(session, rows, overwrite)
+        return len(rows)
 
-    db.run(work)
+    return db.run(work)
 
 
 def complete_embedding_many(

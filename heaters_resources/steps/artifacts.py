@@ -16,6 +16,7 @@ after it, so a sprite is never recorded for a clip without keyframes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,14 +31,13 @@ from heaters_media.artifacts import (
     SpriteConsumer,
     make_clip_artifacts,
 )
-from heaters_media.keyframes import KeyframesResult
 from heaters_media.progress import ProgressFn
 from heaters_media.proxy import ProxyConsumer, ProxyResult
 from heaters_media.sprite import SpriteResult
 from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip
-from heaters_resources.errors import HeatersStateError, NotFoundError
+from heaters_resources.errors import NotFoundError
 from heaters_resources.steps.clips import ClipBatchOutcome, clips_by_identifier, sprite_params
 from heaters_resources.steps.common import (
     ArtifactsFailedError,
@@ -45,11 +45,14 @@ from heaters_resources.steps.common import (
     fail_step,
     fetch,
     scratch_dir,
+    start_clips,
 )
 from heaters_resources.steps.videos import playable_key
 from heaters_resources.store import keys
 from heaters_resources.store.cleanup import purge_scheduled_deletions
 from heaters_resources.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +95,18 @@ def _decode_groups(db: Database, clips: Sequence[Clip]) -> list[_Group]:
     return groups
 
 
+def _within(progress: ProgressFn | None, before: int, size: int, total: int) -> ProgressFn | None:
+    """A group's decode progress as a share of the whole run's (``before`` clips done)."""
+    if progress is None:
+        return None
+    report = progress
+
+    def within(fraction: float, message: str) -> None:
+        report((before + fraction * size) / max(1, total), f"artifacts: {message}")
+
+    return within
+
+
 def _clip_key(clip: Clip) -> str:
     if not clip.storage_key:
         raise NotFoundError(f"clip {clip.identifier} has no stored file")
@@ -103,8 +118,11 @@ def _video_key(db: Database, video_id: int) -> str:
 
 
 def _keyframe_specs(
-    store: ObjectStore, clip: Clip, result: KeyframesResult
+    store: ObjectStore, clip: Clip, art: ClipArtifacts
 ) -> list[states.ArtifactSpec]:
+    result = art.keyframes
+    if result is None:
+        raise ArtifactsFailedError(art.error or "no keyframes were made")
     specs = []
     for kf in result.keyframes:
         key = keys.keyframe_key(clip.source_video_id, clip.identifier, result.strategy, kf.pct)
@@ -135,6 +153,64 @@ def _sprite_spec(
         if k not in ("status", "path", "json_path", "clip")
     }
     return states.ArtifactSpec("sprite_sheet", params, key, sidecar_key=meta_key, meta=meta)
+
+
+def _sprite_specs(
+    store: ObjectStore, params: str, clip: Clip, art: ClipArtifacts
+) -> list[states.ArtifactSpec]:
+    """The sprite, and the review proxy of a clip not cut yet (it is reviewed from it)."""
+    if art.sprite is None:
+        raise ArtifactsFailedError(art.error or "no sprite was made")
+    specs = [_sprite_spec(store, clip, art.sprite, params)]
+    if not clip.storage_key:
+        if art.proxy is None:
+            raise ArtifactsFailedError("no review proxy was made")
+        specs.append(_proxy_spec(store, clip, art.proxy))
+    return specs
+
+
+def _record(
+    db: Database,
+    clips: Sequence[Clip],
+    made: dict[str, ClipArtifacts],
+    out: ClipBatchOutcome,
+    specs_of: Callable[[Clip, ClipArtifacts], list[states.ArtifactSpec]],
+    complete_many: Callable[[dict[int, list[states.ArtifactSpec]]], int],
+) -> None:
+    """Upload each clip's artifacts (a failure fails that clip alone), then record them all in
+    one transaction; clip by clip when the batch is refused, so one bad clip fails alone.
+
+    A kill between the uploads and the commit leaves objects no row references yet: their
+    keys are the clip's own (ids and parameters), so the retry writes the same keys again."""
+    step = out.step
+    ready: dict[int, list[states.ArtifactSpec]] = {}
+    by_id = {c.id: c for c in clips}
+    for clip in clips:
+        art = made[clip.identifier]
+        try:
+            if art.error is not None:
+                raise ArtifactsFailedError(art.error)
+            ready[clip.id] = specs_of(clip, art)
+            faults.point(f"{step}s:between-uploads")
+        except Exception as exc:
+            fail_step(db, "clip", clip.id, step, exc)
+            out.failed[clip.identifier] = describe_error(exc)
+    if not ready:
+        return
+    faults.point(f"{step}s:before-commit")
+    try:
+        out.artifacts += complete_many(ready)
+        out.done += [by_id[cid].identifier for cid in ready]
+        return
+    except Exception as exc:
+        log.info("%s: recording %d clips at once failed (%s); one by one", step, len(ready), exc)
+    for cid, specs in ready.items():
+        try:
+            out.artifacts += complete_many({cid: specs})
+            out.done.append(by_id[cid].identifier)
+        except Exception as exc:
+            fail_step(db, "clip", cid, step, exc)
+            out.failed[by_id[cid].identifier] = describe_error(exc)
 
 
 def _proxy_spec(store: ObjectStore, clip: Clip, result: ProxyResult) -> states.ArtifactSpec:
@@ -170,24 +246,26 @@ def make_artifacts(
     wanted = list(dict.fromkeys([*keyframe_ids, *(sprite_ids if sprites else ())]))
     clips = {c.identifier: c for c in clips_by_identifier(db, wanted)}
 
-    kf_started: list[Clip] = []
-    for ident in keyframe_ids:
-        try:
-            states.start_keyframing(db, clips[ident].id, overwrite=overwrite)
-            kf_started.append(clips[ident])
-        except HeatersStateError as exc:
-            kf_out.skipped[ident] = str(exc)
-    sp_started: list[Clip] = []
+    # One transaction per step for all the clips (clip by clip only when one refuses).
+    kf_started = start_clips(
+        [clips[i] for i in dict.fromkeys(keyframe_ids)],
+        partial(states.start_keyframing_many, db, overwrite=overwrite),
+        partial(states.start_keyframing, db, overwrite=overwrite),
+        kf_out.skipped,
+    )
     keyframing = {c.identifier for c in kf_started}
-    if sprites:
-        for ident in sprite_ids:
-            if ident in keyframing:
-                continue  # its sprite starts once its keyframes are in
-            try:
-                states.start_sprite_generation(db, clips[ident].id, overwrite=overwrite)
-                sp_started.append(clips[ident])
-            except HeatersStateError as exc:
-                sp_out.skipped[ident] = str(exc)
+    start_sprites = partial(
+        start_clips,
+        many=partial(states.start_sprite_generation_many, db, overwrite=overwrite),
+        one=partial(states.start_sprite_generation, db, overwrite=overwrite),
+        skipped=sp_out.skipped,
+    )
+    # A clip keyframed here starts its sprite once its keyframes are in.
+    sp_started = (
+        start_sprites([clips[i] for i in dict.fromkeys(sprite_ids) if i not in keyframing])
+        if sprites
+        else []
+    )
 
     todo = list({c.identifier: c for c in [*kf_started, *sp_started]}.values())
     made: dict[str, ClipArtifacts] = {}
@@ -208,6 +286,7 @@ def make_artifacts(
                     else None,
                     # A clip not cut yet is reviewed from its proxy, made with its sprite.
                     proxy=ProxyConsumer() if sprites and group.uncut else None,
+                    progress=_within(progress, done, len(members), len(todo)),
                 )
                 for (clip, _), art in zip(members, result.clips, strict=True):
                     made[clip.identifier] = art
@@ -221,45 +300,24 @@ def make_artifacts(
                 progress(done / max(1, len(todo)), f"artifacts: {done}/{len(todo)} clips")
 
         faults.point("artifacts:after-decode")
-        for clip in kf_started:
-            art = made[clip.identifier]
-            try:
-                if art.error is not None or art.keyframes is None:
-                    raise ArtifactsFailedError(art.error or "no keyframes were made")
-                specs = _keyframe_specs(store, clip, art.keyframes)
-                kf_out.artifacts += states.complete_keyframing(db, clip.id, specs, store=store)
-                kf_out.done.append(clip.identifier)
-                faults.point("keyframes:between-commits")
-            except Exception as exc:
-                fail_step(db, "clip", clip.id, "keyframe", exc)
-                kf_out.failed[clip.identifier] = describe_error(exc)
+        _record(
+            db,
+            kf_started,
+            made,
+            kf_out,
+            partial(_keyframe_specs, store),
+            partial(states.complete_keyframing_many, db, store=store),
+        )
         if sprites:
-            for clip in kf_started:
-                if clip.identifier not in kf_out.done:
-                    continue
-                try:
-                    states.start_sprite_generation(db, clip.id, overwrite=overwrite)
-                    sp_started.append(clip)
-                except HeatersStateError as exc:
-                    sp_out.skipped[clip.identifier] = str(exc)
-        for clip in sp_started:
-            art = made[clip.identifier]
-            try:
-                if art.error is not None or art.sprite is None:
-                    raise ArtifactsFailedError(art.error or "no sprite was made")
-                specs = [_sprite_spec(store, clip, art.sprite, params)]
-                if not clip.storage_key:
-                    if art.proxy is None:
-                        raise ArtifactsFailedError("no review proxy was made")
-                    specs.append(_proxy_spec(store, clip, art.proxy))
-                sp_out.artifacts += states.complete_sprite_generation(
-                    db, clip.id, specs, store=store
-                )
-                sp_out.done.append(clip.identifier)
-                faults.point("sprites:between-commits")
-            except Exception as exc:
-                fail_step(db, "clip", clip.id, "sprite", exc)
-                sp_out.failed[clip.identifier] = describe_error(exc)
+            sp_started += start_sprites([c for c in kf_started if c.identifier in kf_out.done])
+        _record(
+            db,
+            sp_started,
+            made,
+            sp_out,
+            partial(_sprite_specs, store, params),
+            partial(states.complete_sprite_generation_many, db, store=store),
+        )
     purge_scheduled_deletions(db, store)
     kf_out.seconds = sp_out.seconds = time.perf_counter() - t0
     return kf_out, sp_out

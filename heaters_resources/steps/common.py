@@ -11,7 +11,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from sqlalchemy import select
@@ -54,6 +54,32 @@ def discard_unreferenced(db: Database, store: ObjectStore, written: Sequence[str
         store.delete_many([k for k in written if k not in used])
     except Exception as exc:
         log.warning("could not delete %s: %s", written, exc)
+
+
+def start_clips(
+    clips: Sequence[Clip],
+    many: Callable[[list[int]], object],
+    one: Callable[[int], object],
+    skipped: dict[str, str],
+) -> list[Clip]:
+    """Start a step for ``clips`` in one transaction (``many``); when the batch is refused (a
+    clip moved on meanwhile, a row locked), clip by clip (``one``), each refusal kept in
+    ``skipped`` with its reason. Returns the clips started. One transaction instead of one
+    per clip: ~4 ms a clip on a laptop's Postgres, a second on a 2-minute video's clips."""
+    if not clips:
+        return []
+    try:
+        many([c.id for c in clips])
+        return list(clips)
+    except HeatersStateError:
+        started = []
+        for clip in clips:
+            try:
+                one(clip.id)
+                started.append(clip)
+            except HeatersStateError as exc:
+                skipped[clip.identifier] = str(exc)
+        return started
 
 
 def describe_error(exc: BaseException) -> str:

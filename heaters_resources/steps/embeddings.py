@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from heaters_resources.search.space import (
     default_strategy,
 )
 from heaters_resources.steps.clips import ClipBatchOutcome, clips_by_identifier
-from heaters_resources.steps.common import describe_error, fetch, scratch_dir
+from heaters_resources.steps.common import describe_error, fetch, scratch_dir, start_clips
 from heaters_resources.steps.cutting import cut_clip_files
 from heaters_resources.store.objects import ObjectStore
 
@@ -143,20 +144,12 @@ def _select(
 
 def _start(db: Database, clips: list[Clip], out: ClipBatchOutcome) -> list[Clip]:
     """approved/embedding_failed/embedded -> embedding; one transaction, per clip on conflict."""
-    if not clips:
-        return []
-    try:
-        states.start_embedding_many(db, [c.id for c in clips], overwrite=True)
-        return clips
-    except HeatersStateError:
-        started = []
-        for clip in clips:
-            try:
-                states.start_embedding(db, clip.id, overwrite=True)
-                started.append(clip)
-            except HeatersStateError as exc:
-                out.skipped[clip.identifier] = str(exc)
-        return started
+    return start_clips(
+        clips,
+        partial(states.start_embedding_many, db, overwrite=True),
+        partial(states.start_embedding, db, overwrite=True),
+        out.skipped,
+    )
 
 
 def _fail(db: Database, item: _Item, reason: str, out: ClipBatchOutcome) -> None:
@@ -336,17 +329,20 @@ def embed_clips(
     faults.point("embedding:before-commit")
     if moved:
         states.complete_embedding_many(db, moved, model_name=model, generation_strategy=strategy)
-    for cid, vec in vectors.items():
-        if by_id[cid].store_only:
-            states.store_embedding(
-                db,
-                cid,
-                vec.tolist(),
-                model_name=model,
-                generation_strategy=strategy,
-                overwrite=True,
-            )
-    out.done = [by_id[cid].clip.identifier for cid in vectors]
+    kept = {cid: v.tolist() for cid, v in vectors.items() if by_id[cid].store_only}
+    keep = partial(
+        states.store_embeddings, db, model_name=model, generation_strategy=strategy, overwrite=True
+    )
+    try:
+        keep(kept)
+    except HeatersStateError:  # a clip locked by a reviewer's action: the others one by one
+        for cid, vec in kept.items():
+            try:
+                keep({cid: vec})
+            except HeatersStateError as exc:
+                fail(by_id[cid], describe_error(exc))
+    done = (by_id[cid].clip.identifier for cid in vectors)
+    out.done = [ident for ident in done if ident not in out.failed]
     out.seconds = time.perf_counter() - t0
     embed_seconds = stats["seconds"]
     out.details.update(

@@ -41,8 +41,8 @@ DEMO_POINTS = [
     "splice:between-uploads#2",
     "splice:before-commit",
     "artifacts:after-decode",
-    "keyframes:between-commits#2",
-    "sprites:between-commits#2",
+    "keyframes:between-uploads#2",
+    "sprites:between-uploads#2",
 ]
 
 

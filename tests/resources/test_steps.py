@@ -114,6 +114,55 @@ def test_clip_failure_is_isolated(db: Database, local_store: ObjectStore) -> Non
         out.raise_for_failures()
 
 
+class _LosesOneSprite:
+    """The local store, except that one clip's sprite upload reports success and stores
+    nothing (a store that loses a write): the batched commit's object check refuses it."""
+
+    def __init__(self, store: ObjectStore, lost: str) -> None:
+        self.store, self.lost = store, lost
+
+    def upload_file(self, path: Path, key: str, **kw: object) -> None:
+        if f"/{self.lost}/sprite" in key and key.endswith(".jpg"):
+            return
+        self.store.upload_file(path, key, **kw)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_one_clip_refused_at_commit_fails_alone(db: Database, local_store: ObjectStore) -> None:
+    """Keyframes and sprites of all clips are recorded in one transaction each; when that
+    transaction is refused for one clip (its object is not in the store), the others are
+    recorded one by one and only that clip fails, with the reason."""
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+    victim = spliced.identifiers[1]
+    store = _LosesOneSprite(local_store, victim)
+    kf, sp = steps.make_artifacts(
+        db,
+        store,  # type: ignore[arg-type]
+        keyframe_ids=spliced.identifiers,
+        sprite_ids=spliced.identifiers,
+        sprites=True,
+    )
+    assert sorted(kf.done) == sorted(spliced.identifiers) and not kf.failed
+    assert list(sp.failed) == [victim] and "MissingObjectError" in sp.failed[victim]
+    assert sorted(sp.done) == sorted(set(spliced.identifiers) - {victim})
+    with db.session() as s:
+        clip_states = dict(s.execute(select(Clip.identifier, Clip.state)).tuples().all())
+        sprites = set(
+            s.scalars(
+                select(Clip.identifier)
+                .join(ClipArtifact, ClipArtifact.clip_id == Clip.id)
+                .where(ClipArtifact.kind == "sprite_sheet")
+            )
+        )
+    assert clip_states.pop(victim) == "sprite_failed"
+    assert set(clip_states.values()) == {"pending_review"}
+    assert sprites == set(spliced.identifiers) - {victim}
+
+
 def test_missing_source_fails_only_its_clips(db: Database, local_store: ObjectStore) -> None:
     """The shared decode needs the video's source: without it every clip of that video fails
     with the reason stored, and nothing is recorded for them."""
