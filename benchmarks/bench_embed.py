@@ -9,7 +9,9 @@ its forward pass, so each is measured on its own next to the other.
    path before the feed (one thread: OpenCV decode, then the Hugging Face processor per batch)
    and a bare full-size OpenCV decode in as many threads as the feed has (the floor).
 2. **End to end**: each model through ``embed_images`` (feed + model; model load excluded) next
-   to its forward pass alone on already-preprocessed tensors of the same batch size. Models:
+   to its forward pass alone on already-preprocessed tensors of the same batch size, and
+   **from frames**: the same frames handed over decoded (``FrameEmbedder``, as the media
+   engine's pass gives them to ``pipeline --embed`` and the review descriptor; no JPEG). Models:
    the tiny random CLIP and DINOv2 of the tests (32 px: the feed dominates), and a randomly
    initialized CLIP with the real ViT-B/32 image tower (``vit-b32``: the model dominates on a
    CPU; its vectors are meaningless, its speed is the real model's). No weights are
@@ -51,6 +53,7 @@ import numpy as np
 
 from heaters_media import descriptor, embed_feed, embed_models
 from heaters_media.embed import embed_images
+from heaters_media.embed_frames import FrameEmbedder
 from heaters_media.embed_preprocess import Preprocess
 from heaters_media.samples import SAMPLE_VIDEO
 
@@ -271,8 +274,28 @@ def end_to_end(
         "images_per_second": e2e,
         "forward_only": forward,
         "ratio": e2e / forward,
+        "from_frames": from_frames(name, folder, frames, batch, workers, repeats, device),
         "feed": runs[0].notes[0],
     }
+
+
+def from_frames(
+    name: str,
+    folder: Path,
+    frames: list[Path],
+    batch: int,
+    workers: int,
+    repeats: int,
+    device: str = "cpu",
+) -> float:
+    """images/s of the same frames handed over decoded (``FrameEmbedder``: what the media
+    engine's pass gives the model, no JPEG to decode), preprocessing and model included."""
+    arrays = [descriptor.read_image_rgb(p) for p in frames]  # decoded before the clock starts
+    embedder = FrameEmbedder(
+        name, model_path=folder, device=device, offline=True, batch_size=batch, workers=workers
+    )
+    embedder(arrays[:batch])  # warm-up
+    return best_rate(len(arrays), lambda: embedder(arrays), repeats)
 
 
 def main() -> None:
@@ -342,13 +365,15 @@ def main() -> None:
     print(f"(/s if free: min({cores} cores, threads) / CPU time per image: without other jobs)")
     print(
         f"\n{'end to end (embed_images)':<32}{'images':>7}{'images/s':>10}{'forward only':>14}"
-        f"{'ratio':>8}  feed"
+        f"{'ratio':>8}{'from frames':>13}  feed"
     )
     for name, row in models.items():
         print(
             f"{name:<32}{row['images']:>7}{row['images_per_second']:>10.0f}"
-            f"{row['forward_only']:>14.0f}{row['ratio']:>8.2f}  {row['feed']}"
+            f"{row['forward_only']:>14.0f}{row['ratio']:>8.2f}{row['from_frames']:>13.0f}"
+            f"  {row['feed']}"
         )
+    print("(from frames: the same frames already decoded, as the media engine's pass hands them)")
     print("\ncommand: python -m benchmarks.bench_embed " + " ".join(sys.argv[1:]))
     if args.json:
         result = {

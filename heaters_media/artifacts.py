@@ -49,6 +49,7 @@ from heaters_media.consumers import (
     is_window_consumer,
 )
 from heaters_media.errors import InvalidInputError, MediaError
+from heaters_media.frames_consumer import EmbedConsumer, FrameVectors
 from heaters_media.keyframes import KeyframesResult
 from heaters_media.probe import Packets, probe_video, read_packets
 from heaters_media.progress import ProgressFn
@@ -186,6 +187,7 @@ class ClipArtifacts(Result):
     keyframes: KeyframesResult | None = None
     sprite: SpriteResult | None = None
     proxy: ProxyResult | None = None
+    embedding: FrameVectors | None = None
     error: str | None = None
 
 
@@ -246,12 +248,13 @@ def make_clip_artifacts(
     keyframes: KeyframeConsumer | None = None,
     sprite: SpriteConsumer | None = None,
     proxy: ProxyConsumer | None = None,
+    embedding: EmbedConsumer | None = None,
     workers: int | None = None,
     max_clips_per_window: int = MAX_CLIPS_PER_WINDOW,
     progress: ProgressFn | None = None,
 ) -> ArtifactsResult:
-    """Keyframes, sprites and/or review proxies of ``clips`` (frame ranges of ``source``) from
-    one decode.
+    """Keyframes, sprites, review proxies and/or embeddings of the keyframes' frames of
+    ``clips`` (frame ranges of ``source``) from one decode.
 
     Each clip's files land in ``out_dir/<clip name>/``. A window whose decode fails is retried
     clip by clip, so a damaged stretch of the source fails only the clips it holds; those come
@@ -259,10 +262,12 @@ def make_clip_artifacts(
     """
     started = time.monotonic()
     consumers: list[Consumer | WindowConsumer] = [
-        c for c in (keyframes, sprite, proxy) if c is not None
+        c for c in (keyframes, sprite, proxy, embedding) if c is not None
     ]
     if not consumers:
-        raise InvalidInputError("nothing to make: ask for keyframes, a sprite or a proxy")
+        raise InvalidInputError(
+            "nothing to make: ask for keyframes, a sprite, a proxy or an embedding"
+        )
     path = existing_file(source)
     info = probe_video(path)
     _validate(clips, info.frame_count)

@@ -315,10 +315,28 @@ def pipeline_cmd(
             "clips later with `split`).",
         ),
     ] = "exact",
+    embed: Annotated[
+        str | None,
+        typer.Option(
+            "--embed",
+            help="Also embed every clip from its keyframes' frames in the same decode "
+            "(no JPEG round trip): heaters/pixels-v1 (no weights), openai/clip-vit-*, "
+            "facebook/dinov2-*; vectors in OUT/embeddings.npy, row i = clip i.",
+        ),
+    ] = None,
+    embed_strategy: Annotated[
+        str, typer.Option(help="keyframe_multi_avg (mean of the keyframes) or keyframe_midpoint.")
+    ] = "keyframe_multi_avg",
+    model_path: Annotated[
+        Path | None, typer.Option(help="Folder with the --embed model's save_pretrained files.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="--embed model's device: auto, cpu, cuda, mps.")] = (
+        "auto"
+    ),
     quiet: Quiet = False,
 ) -> None:
     """Ingest, detect scenes, cut clips (or make review proxies), keyframes and sprite for every
-    clip; print a summary."""
+    clip (and, with --embed, an embedding of each); print a summary."""
     from rich.table import Table
 
     from heaters_media.pipeline import run_pipeline
@@ -331,6 +349,10 @@ def pipeline_cmd(
                 out,
                 detector=detector,
                 clips=clips,
+                embed=embed,
+                embed_strategy=embed_strategy,
+                model_path=model_path,
+                device=device,
                 progress=progress,
             )
         table = Table(
@@ -351,6 +373,13 @@ def pipeline_cmd(
             )
         _err.print(table)
         _err.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
+        if result.embedding:
+            e = result.embedding
+            _err.print(
+                f"embeddings: {e['model']} ({e['strategy']}, {e['dimension']} dims) in "
+                f"{Path(result.out_dir) / e['file']}"
+                + (f"; {len(e['failed'])} clip(s) failed" if e["failed"] else "")
+            )
         return result
 
     _emit(task)

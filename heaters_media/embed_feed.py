@@ -206,7 +206,10 @@ class HostStage:
         return t, t.numpy()
 
     def work(self, buf: tuple[Any, Any], row: int, path: Path) -> None:
-        crop = self.prep.load(path)
+        self.fill(buf, row, self.prep.load(path))
+
+    def fill(self, buf: tuple[Any, Any], row: int, crop: Any) -> None:
+        """Row ``row`` from a resized and cropped uint8 RGB image (a file's, or a frame's)."""
         if self.cuda:
             buf[1][row] = crop
         else:

@@ -8,6 +8,8 @@ Files land in one folder laid out like the object store (``source/``, ``clips/``
 ``clips="proxy"`` makes a small review proxy of each clip in the same decode as its keyframes
 and sprite instead (:mod:`heaters_media.proxy`) and cuts no clip file: the pass that costs
 five decodes of the file is left for the clips a reviewer keeps (``split`` with their scenes).
+``embed=MODEL`` also embeds every clip from its keyframes' frames in that decode (no JPEG
+round trip): ``embeddings.npy``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from heaters_media.artifacts import (
+    ClipArtifacts,
     ClipRange,
     KeyframeConsumer,
     SpriteConsumer,
     make_clip_artifacts,
 )
+from heaters_media.embed_frames import FrameEmbedder, combine
 from heaters_media.errors import CorruptMediaError, InvalidInputError
+from heaters_media.frames_consumer import EmbedConsumer
 from heaters_media.ingest import ingest
 from heaters_media.progress import ProgressFn
 from heaters_media.proxy import ProxyConsumer
@@ -55,6 +62,9 @@ class PipelineResult(Result):
     processes: dict[str, int] = field(default_factory=dict)
     #: Peak resident memory in MiB: this Python process and its largest child process.
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    #: ``embed=MODEL``: model, strategy, dimension, the ``.npy`` file (row i = clip i) and the
+    #: clips whose frames the model failed on.
+    embedding: dict[str, Any] | None = None
 
 
 def run_pipeline(
@@ -66,12 +76,29 @@ def run_pipeline(
     min_scene_len: float = 1.0,
     keyframe_strategy: str = "multi",
     clips: str = "exact",
+    embed: str | None = None,
+    embed_strategy: str = "keyframe_multi_avg",
+    model_path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
     progress: ProgressFn | None = None,
 ) -> PipelineResult:
-    """Run every media task on ``source``; each stage reports into ``progress`` in turn."""
+    """Run every media task on ``source``; each stage reports into ``progress`` in turn.
+
+    ``embed``: a model name (``heaters/pixels-v1``, a CLIP or DINOv2 name, weights from the
+    Hugging Face cache or ``model_path``) embeds each clip from its keyframes' frames in the
+    same decode (:mod:`heaters_media.frames_consumer`), one vector per clip
+    (``embed_strategy`` ``keyframe_multi_avg`` or ``keyframe_midpoint``), saved as
+    ``embeddings.npy`` in ``out_dir``."""
     if clips not in CLIP_MODES:
         raise InvalidInputError(f"clips must be one of {', '.join(CLIP_MODES)}, got {clips!r}")
+    if embed_strategy not in ("keyframe_multi_avg", "keyframe_midpoint"):
+        raise InvalidInputError(
+            "embed_strategy must be keyframe_multi_avg or keyframe_midpoint, "
+            f"got {embed_strategy!r}"
+        )
     keyframer = KeyframeConsumer(keyframe_strategy)
+    # The model loads (and a bad name fails) before any media work.
+    embedder = FrameEmbedder(embed, model_path=model_path, device=device) if embed else None
     out = Path(out_dir)
     timings: dict[str, float] = {}
     processes: dict[str, int] = {}
@@ -125,6 +152,7 @@ def run_pipeline(
         keyframes=keyframer,
         sprite=SpriteConsumer(),
         proxy=ProxyConsumer() if clips == "proxy" else None,
+        embedding=EmbedConsumer(embedder, keyframe_strategy) if embedder else None,
         progress=stage("artifacts", 0.75 if clips == "exact" else 0.45, 1.0),
     )
     if made.failed:
@@ -151,6 +179,7 @@ def run_pipeline(
             }
         )
     done("artifacts")
+    embedding = _save_vectors(made.clips, embedder, embed_strategy, out) if embedder else None
 
     probe_info = ingested.probe
     return PipelineResult(
@@ -167,4 +196,29 @@ def run_pipeline(
         timings={k: round(v, 3) for k, v in timings.items()},
         processes={**processes, "total": sum(processes.values())},
         peak_rss_mb=peak_rss_mb(),
+        embedding=embedding,
     )
+
+
+def _save_vectors(
+    made: list[ClipArtifacts], embedder: FrameEmbedder, strategy: str, out: Path
+) -> dict[str, Any]:
+    """Each clip's vector, row i of ``embeddings.npy`` for clip i (zeros where the model
+    failed on a clip's frames: listed in ``failed``)."""
+    rows = np.zeros((len(made), embedder.dimension), np.float32)
+    failed: dict[str, str] = {}
+    for i, art in enumerate(made):
+        vectors = art.embedding
+        if vectors is None or vectors.error is not None or not vectors.vectors:
+            failed[art.name] = vectors.error if vectors and vectors.error else "no vectors"
+            continue
+        rows[i] = combine(vectors.array(), strategy)[0]
+    np.save(out / "embeddings.npy", rows)
+    return {
+        "model": embedder.name,
+        "family": embedder.family,
+        "strategy": strategy,
+        "dimension": embedder.dimension,
+        "file": "embeddings.npy",
+        "failed": failed,
+    }

@@ -235,6 +235,7 @@ def test_bench_embed_runs() -> None:
     assert set(result["end_to_end"]) == {"tiny-clip", "tiny-dinov2"}
     for name, row in result["end_to_end"].items():
         assert _positive(row["images_per_second"]) and _positive(row["forward_only"]), name
+        assert _positive(row["from_frames"]), name
 
 
 def test_bench_transnet_runs() -> None:

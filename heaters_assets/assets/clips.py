@@ -27,8 +27,7 @@ from heaters_resources.orchestration.resources import DatabaseResource, ObjectSt
 from heaters_resources.search.space import DESCRIPTOR_MODEL
 from heaters_resources.settings import Settings
 from heaters_resources.states import leases
-from heaters_resources.steps import embeddings
-from heaters_resources.steps.common import describe_error
+from heaters_resources.steps import review_vectors
 from heaters_resources.store import keys
 from heaters_resources.store.objects import ObjectStore
 
@@ -133,11 +132,13 @@ def _clip_artifacts(
         sprite=steps.SpriteSettings(config.tile_width, config.max_fps, config.cols),
         overwrite=config.overwrite,
         progress=run_log_progress(context, "keyframes + sprites"),
+        # Similar clips during review: the descriptor embeds the keyframes' frames in the pass.
+        describe=DESCRIPTOR_MODEL if Settings.from_env().review_similar else None,
     )
     # Clips keyframed in this run got their sprite in it too.
     sp_all = sorted(set(sp_clips) | set(kf_clips), key=lambda c: keys.parse_clip_identifier(c[1]))
     figures = previews.clip_figures(db, [i for _, i in sp_all])
-    similar = _describe_for_review(context, db, store, sp_out.done, config.strategy)
+    similar = _review_vectors(context, sp_out)
     failed: list[steps.ClipBatchOutcome] = []
     if KEYFRAMES in selected:
         yield from _events(
@@ -213,30 +214,24 @@ def _events(
     )
 
 
-def _describe_for_review(
-    context: dg.AssetExecutionContext,
-    db: Database,
-    store: ObjectStore,
-    identifiers: list[str],
-    strategy: str,
+def _review_vectors(
+    context: dg.AssetExecutionContext, out: steps.ClipBatchOutcome
 ) -> dict[str, Any]:
-    """Similar clips during review (HEATERS_REVIEW_SIMILAR, on by default): the weights-free
-    descriptor embeds the clips now ready for review, without a state change. Best effort: a
-    problem is logged and reported in the metadata, never fails the run (the clips are fine)."""
-    if not identifiers or not Settings.from_env().review_similar:
+    """What the pass stored for similar clips during review (HEATERS_REVIEW_SIMILAR, on by
+    default), in words for the metadata; a problem is logged, never fails the run."""
+    made = out.details.get(review_vectors.KEY)
+    if not made:
         return {}
-    try:
-        out = embeddings.embed_clips(
-            db,
-            store,
-            identifiers,
-            model=DESCRIPTOR_MODEL,
-            strategy="keyframe_multi_avg" if strategy == "multi" else "keyframe_midpoint",
-            before_review=True,
+    if made.get("error"):
+        context.log.warning(f"similar clips during review: {made['error']}")
+        return {"review_descriptor": f"failed: {made['error']}"}
+    missing = made.get("missing") or {}
+    if missing:
+        context.log.warning(
+            f"similar clips during review: {len(missing)} clip(s) without a vector: "
+            + "; ".join(f"{k}: {v}" for k, v in list(missing.items())[:5])
         )
-    except Exception as exc:
-        context.log.warning(f"similar clips during review: the descriptor failed: {exc}")
-        return {"review_descriptor": f"failed: {describe_error(exc)}"}
-    if out.failed:
-        context.log.warning(f"similar clips during review: {len(out.failed)} clip(s) not embedded")
-    return {"review_descriptor": f"{len(out.done)} clips embedded with {DESCRIPTOR_MODEL}"}
+    return {
+        "review_descriptor": f"{made['stored']} clips embedded with {made['model']} "
+        "from the pass's frames"
+    }

@@ -31,6 +31,7 @@ from heaters_media.artifacts import (
     SpriteConsumer,
     make_clip_artifacts,
 )
+from heaters_media.frames_consumer import EmbedConsumer
 from heaters_media.progress import ProgressFn
 from heaters_media.proxy import ProxyConsumer, ProxyResult
 from heaters_media.sprite import SpriteResult
@@ -38,6 +39,7 @@ from heaters_resources import faults, states
 from heaters_resources.db.engine import Database
 from heaters_resources.db.models import Clip
 from heaters_resources.errors import NotFoundError
+from heaters_resources.steps import review_vectors
 from heaters_resources.steps.clips import ClipBatchOutcome, clips_by_identifier, sprite_params
 from heaters_resources.steps.common import (
     ArtifactsFailedError,
@@ -232,9 +234,15 @@ def make_artifacts(
     overwrite: bool = False,
     workdir: Path | None = None,
     progress: ProgressFn | None = None,
+    describe: str | None = None,
 ) -> tuple[ClipBatchOutcome, ClipBatchOutcome]:
     """Keyframes for ``keyframe_ids``; with ``sprites``, sprites for ``sprite_ids`` (clips that
     are keyframed already) and for every clip keyframed here. One decode per source video.
+
+    ``describe`` (a model, HEATERS_REVIEW_SIMILAR's descriptor): the same decode embeds each
+    clip's keyframe frames, and the clips now ready for review get that vector stored (no
+    state change), so the review page shows similar clips at once. Best effort: reported in
+    the sprite outcome's ``details["review_vectors"]``, never failing a clip.
 
     Returns the keyframe and sprite outcomes. A clip that cannot start a step is skipped with
     the reason; a clip whose artifacts fail is marked ``*_failed``; the others carry on.
@@ -268,6 +276,7 @@ def make_artifacts(
     )
 
     todo = list({c.identifier: c for c in [*kf_started, *sp_started]}.values())
+    embedder = review_vectors.embedder(describe, sp_out) if describe and sprites else None
     made: dict[str, ClipArtifacts] = {}
     with scratch_dir(workdir) as tmp:
         groups = _decode_groups(db, todo)
@@ -286,6 +295,7 @@ def make_artifacts(
                     else None,
                     # A clip not cut yet is reviewed from its proxy, made with its sprite.
                     proxy=ProxyConsumer() if sprites and group.uncut else None,
+                    embedding=EmbedConsumer(embedder, strategy) if embedder else None,
                     progress=_within(progress, done, len(members), len(todo)),
                 )
                 for (clip, _), art in zip(members, result.clips, strict=True):
@@ -318,6 +328,8 @@ def make_artifacts(
             partial(_sprite_specs, store, params),
             partial(states.complete_sprite_generation_many, db, store=store),
         )
+        if embedder is not None:
+            review_vectors.store(db, embedder, strategy, sp_out, made)
     purge_scheduled_deletions(db, store)
     kf_out.seconds = sp_out.seconds = time.perf_counter() - t0
     return kf_out, sp_out

@@ -32,7 +32,7 @@ from heaters_media.embed_preprocess import (
     reduction,
 )
 from heaters_media.errors import CorruptMediaError, InvalidInputError
-from tests.tiny_models import build_tiny_models
+from tests.tiny_models import build_real_size_models, build_tiny_models
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[ml]')")
 tf = pytest.importorskip("transformers")
@@ -75,33 +75,10 @@ def varied(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     ]
 
 
-def _real_size_models(root: Path) -> dict[str, Path]:
-    """Tiny random models behind the real processors' settings (224 px inputs)."""
-    torch.manual_seed(1)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
-    text = dict(vocab_size=64, max_position_embeddings=16, **vision)
-    clip = tf.CLIPConfig(
-        text_config=text, vision_config={**vision, "image_size": 224, "patch_size": 32}
-    )
-    tf.CLIPModel(clip).save_pretrained(root / "clip-224")
-    tf.CLIPImageProcessor().save_pretrained(root / "clip-224")  # openai's defaults
-    dino = tf.Dinov2Config(
-        image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=4
-    )
-    tf.Dinov2Model(dino).save_pretrained(root / "dinov2-224")
-    tf.BitImageProcessor(  # facebook/dinov2-*'s preprocessor_config.json
-        size={"shortest_edge": 256},
-        crop_size={"height": 224, "width": 224},
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(root / "dinov2-224")
-    return {"clip-224": root / "clip-224", "dinov2-224": root / "dinov2-224"}
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("feed-models")
-    return {**build_tiny_models(root), **_real_size_models(root)}
+    return {**build_tiny_models(root), **build_real_size_models(root)}
 
 
 def _loaded(folder: Path) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -11,7 +12,7 @@ from heaters_media.errors import CorruptMediaError, DownloadFailedError, Invalid
 from heaters_media.samples import SAMPLE_CUTS, SAMPLE_VIDEO
 from heaters_resources import states, steps
 from heaters_resources.db.engine import Database
-from heaters_resources.db.models import Clip, ClipArtifact, SourceVideo
+from heaters_resources.db.models import Clip, ClipArtifact, ClipEmbedding, SourceVideo
 from heaters_resources.store.objects import ObjectStore
 
 
@@ -161,6 +162,53 @@ def test_one_clip_refused_at_commit_fails_alone(db: Database, local_store: Objec
     assert clip_states.pop(victim) == "sprite_failed"
     assert set(clip_states.values()) == {"pending_review"}
     assert sprites == set(spliced.identifiers) - {victim}
+
+
+def test_review_vectors_come_from_the_pass_frames(db: Database, local_store: ObjectStore) -> None:
+    """HEATERS_REVIEW_SIMILAR: the artifacts' decode embeds each clip's keyframe frames with
+    the descriptor and stores the vector of every clip now pending review (no state change),
+    the one an embedding run would make from the stored JPEGs (cosine >= 0.999). A clip whose
+    sprite failed is not pending review: no vector."""
+    from heaters_media.embed import embed_images
+    from heaters_resources.search.space import DESCRIPTOR_MODEL
+
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+    victim = spliced.identifiers[0]
+    _, sp = steps.make_artifacts(
+        db,
+        _LosesOneSprite(local_store, victim),  # type: ignore[arg-type]
+        keyframe_ids=spliced.identifiers,
+        sprites=True,
+        describe=DESCRIPTOR_MODEL,
+    )
+    assert list(sp.failed) == [victim]
+    made = sp.details["review_vectors"]
+    assert made["stored"] == len(spliced.identifiers) - 1 and made["missing"] == {}
+    assert made["strategy"] == "keyframe_multi_avg"
+    with db.session() as s:
+        rows = s.execute(
+            select(Clip.identifier, Clip.state, ClipEmbedding.embedding)
+            .join(ClipEmbedding, ClipEmbedding.clip_id == Clip.id)
+            .where(
+                ClipEmbedding.model_name == DESCRIPTOR_MODEL,
+                ClipEmbedding.generation_strategy == "keyframe_multi_avg",
+            )
+        ).all()
+        keyframes: dict[str, list[str]] = {}
+        for ident, key in s.execute(
+            select(Clip.identifier, ClipArtifact.storage_key)
+            .join(ClipArtifact, ClipArtifact.clip_id == Clip.id)
+            .where(ClipArtifact.kind == "keyframe")
+        ):
+            keyframes.setdefault(ident, []).append(key)
+    assert sorted(r.identifier for r in rows) == sorted(set(spliced.identifiers) - {victim})
+    for ident, state, vector in rows:
+        assert state == "pending_review"
+        files = [str(local_store.path(k)) for k in sorted(keyframes[ident])]
+        ref = embed_images(files, model=DESCRIPTOR_MODEL, strategy="keyframe_multi_avg")
+        assert float(np.asarray(vector) @ ref.array()[0]) >= 0.999
 
 
 def test_missing_source_fails_only_its_clips(db: Database, local_store: ObjectStore) -> None:
