@@ -35,6 +35,8 @@ from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy import func, select
 
+from heaters_resources.orchestration.pg_storage import hold_connection
+
 #: Events per batch Dagster hands to the storage (``heaters dev`` exports it; a run over
 #: 20 videos plans 40 materializations, a batch is written when its run's last one arrives).
 EVENT_BATCH_SIZE = "10000"
@@ -45,13 +47,19 @@ def _is_planned(event: EventLogEntry) -> bool:
 
 
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
-    """``PostgresEventLogStorage`` whose batches of planned events take two round trips and
-    whose dynamic partition keys are read again only when they changed."""
+    """``PostgresEventLogStorage`` whose batches of planned events take two round trips,
+    whose dynamic partition keys are read again only when they changed, and which keeps a
+    connection open (``pg_storage.hold_connection``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: partitions definition -> ((row count, largest id), its keys in Dagster's order)
         self._partition_keys: dict[str, tuple[tuple[int, int], list[str]]] = {}
         super().__init__(*args, **kwargs)
+        hold_connection(self)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
 
     def _partitions_stamp(self, partitions_def_name: str) -> tuple[int, int]:
         table = DynamicPartitionsTable

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy
 import yaml
 from dagster import AssetExecutionContext
 from dagster._core.storage.partition_status_cache import (
@@ -24,6 +25,7 @@ from heaters_resources.orchestration.event_log import (
     BatchedPostgresEventLogStorage,
 )
 from heaters_resources.orchestration.instance import REPO_ROOT
+from heaters_resources.orchestration.pg_storage import HeldPostgresRunStorage
 
 VIDEOS = dg.DynamicPartitionsDefinition(name="videos")
 KEYS = ["1", "2", "3", "4"]
@@ -84,8 +86,8 @@ def test_the_instance_config_uses_our_event_log() -> None:
     assert "storage" not in config  # the three storages are named one by one
     url = {"postgres_url": {"env": "HEATERS_DAGSTER_PG_URL"}}
     assert config["run_storage"] == {
-        "module": "dagster_postgres.run_storage",
-        "class": "PostgresRunStorage",
+        "module": HeldPostgresRunStorage.__module__,
+        "class": HeldPostgresRunStorage.__name__,
         "config": url,
     }
     assert config["schedule_storage"]["config"] == url
@@ -189,3 +191,40 @@ def test_partition_keys_are_read_again_only_when_they_changed(
     assert instance.get_dynamic_partitions("videos") == ["4", "5", "6", "7"]
     assert len(reads) == 5
     assert instance.get_dynamic_partitions("other") == []
+
+
+def _connections(url: str) -> int:
+    """Connections to the database of ``url``, other than the one counting them."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    sqlalchemy.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def test_storages_hold_a_connection_and_close_it_with_the_instance(
+    fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run storage and the event log keep one connection open each (the stock classes
+    open one per statement: ~140 for a run with nothing to do) and close them when the
+    instance is disposed, so short-lived instances (a sensor tick's) leave none behind."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("HEATERS_DAGSTER_PG_URL", fresh_database_url)
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        assert isinstance(inst.run_storage, HeldPostgresRunStorage)
+        inst.add_dynamic_partitions("videos", KEYS)
+        for _ in range(3):
+            assert _run_range(inst, "1", "2").success
+        held = _connections(fresh_database_url)
+        assert 2 <= held <= 3, held  # run storage + event log (+ one the run's thread kept)
+    assert _connections(fresh_database_url) == 0
