@@ -51,7 +51,22 @@ def store(
     made: dict[str, ClipArtifacts],
 ) -> None:
     """Store the vector of each clip in ``out.done`` (now pending review); the count, and the
-    clips left without one with the reason, go to ``out.details["review_vectors"]``."""
+    clips left without one with the reason, go to ``out.details["review_vectors"]``. Never
+    raises: the clips' artifacts are recorded already, and a vector is a convenience."""
+    try:
+        _store(db, model, keyframe_strategy, out, made)
+    except Exception as exc:
+        log.warning("similar clips during review: %s", exc)
+        out.details[KEY] = {"model": model.name, "stored": 0, "error": describe_error(exc)}
+
+
+def _store(
+    db: Database,
+    model: FrameEmbedder,
+    keyframe_strategy: str,
+    out: ClipBatchOutcome,
+    made: dict[str, ClipArtifacts],
+) -> None:
     strategy = embed_strategy(keyframe_strategy)
     vectors: dict[int, list[float]] = {}
     missing: dict[str, str] = {}
@@ -81,9 +96,6 @@ def store(
                 stored += keep({cid: vec})
             except Exception as exc:
                 missing[names[cid]] = describe_error(exc)
-    except Exception as exc:
-        log.warning("similar clips during review: storing vectors failed: %s", exc)
-        missing.update({names[cid]: describe_error(exc) for cid in vectors})
     out.details[KEY] = {
         "model": model.name,
         "strategy": strategy,

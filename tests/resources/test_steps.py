@@ -211,6 +211,32 @@ def test_review_vectors_come_from_the_pass_frames(db: Database, local_store: Obj
         assert float(np.asarray(vector) @ ref.array()[0]) >= 0.999
 
 
+def test_a_review_vector_problem_never_fails_the_clips(
+    db: Database, local_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vectors are stored after the clips' artifacts are recorded: a database error
+    there is reported in the details and the clips stay done, pending review."""
+    from heaters_resources.search.space import DESCRIPTOR_MODEL
+
+    vid = states.create_source_video(db, str(SAMPLE_VIDEO))
+    steps.ingest_source_video(db, local_store, vid)
+    spliced = steps.splice_source_video(db, local_store, vid)
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("connection to the database lost (simulated)")
+
+    monkeypatch.setattr(states, "store_embeddings", broken)
+    kf, sp = steps.make_artifacts(
+        db, local_store, keyframe_ids=spliced.identifiers, sprites=True, describe=DESCRIPTOR_MODEL
+    )
+    assert sorted(sp.done) == sorted(spliced.identifiers) and not sp.failed and not kf.failed
+    made = sp.details["review_vectors"]
+    assert made["stored"] == 0 and "connection to the database lost" in made["error"]
+    with db.session() as s:
+        assert set(s.scalars(select(Clip.state))) == {"pending_review"}
+        assert not s.scalar(select(func.count()).select_from(ClipEmbedding))
+
+
 def test_missing_source_fails_only_its_clips(db: Database, local_store: ObjectStore) -> None:
     """The shared decode needs the video's source: without it every clip of that video fails
     with the reason stored, and nothing is recorded for them."""
