@@ -4,7 +4,8 @@ The reference is the path every stored vector took so far: the pass's keyframe J
 through ``embed_images``. The frames path skips the JPEG; the vectors must agree within the
 feed's tolerance (cosine >= 0.999) for the descriptor, the tiny CLIP/DINOv2 models (32 px
 inputs) and tiny models behind the real processors' settings (224 px inputs, frames scaled
-down in ffmpeg first), on a 720p edit and on an anamorphic source (pixels not square). Also:
+down in ffmpeg first), on a 720p edit, an anamorphic source (pixels not square) and a rotated
+one (stored landscape, shown portrait). Also:
 the same frames as the keyframes, a model failure that spares the clip's other artifacts, and
 ``pipeline --embed`` through the CLI.
 """
@@ -51,6 +52,19 @@ def anamorphic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """320x180 stored, shown 180x320 (a phone's rotation metadata): frames must be upright."""
+    folder = tmp_path_factory.mktemp("rotated")
+    graph = "testsrc2=size=320x180:rate=25:duration=4,format=yuv420p"
+    plain, path = folder / "plain.mp4", folder / "rotated.mp4"
+    cmd = ffmpeg_cmd("-f", "lavfi", "-i", graph, "-c:v", "libx264", "-g", "40", str(plain))
+    subprocess.run(cmd, check=True, capture_output=True)
+    rotate = ffmpeg_cmd("-i", str(plain), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(path))
+    subprocess.run(rotate, check=True, capture_output=True)
+    return path
+
+
 def _embedder(name: str, models: dict[str, Path]) -> FrameEmbedder:
     if name == "descriptor":
         return FrameEmbedder("heaters/pixels-v1")
@@ -64,12 +78,17 @@ def _reference(files: list[str], name: str, models: dict[str, Path]) -> np.ndarr
     return embed_images(files, model=f"tiny-{name}", strategy="keyframe_multi", **kw).array()
 
 
-@pytest.mark.parametrize("source", ["bbb", "anamorphic"])
+@pytest.mark.parametrize("source", ["bbb", "anamorphic", "rotated"])
 @pytest.mark.parametrize("name", ["descriptor", "clip", "dinov2", "clip-224", "dinov2-224"])
 def test_frames_embed_as_the_keyframe_jpegs_do(
-    models: dict[str, Path], anamorphic: Path, tmp_path: Path, name: str, source: str
+    models: dict[str, Path],
+    anamorphic: Path,
+    rotated: Path,
+    tmp_path: Path,
+    name: str,
+    source: str,
 ) -> None:
-    video = BBB if source == "bbb" else anamorphic
+    video = {"bbb": BBB, "anamorphic": anamorphic, "rotated": rotated}[source]
     clips = CLIPS if source == "bbb" else [ClipRange(0, 0, 50, "a"), ClipRange(1, 50, 100, "b")]
     embedder = _embedder(name, models)
     made = make_clip_artifacts(
@@ -79,7 +98,7 @@ def test_frames_embed_as_the_keyframe_jpegs_do(
         keyframes=KeyframeConsumer("multi"),
         embedding=EmbedConsumer(embedder, "multi"),
     )
-    display = (1280, 720) if source == "bbb" else (640, 360)
+    display = {"bbb": (1280, 720), "anamorphic": (640, 360), "rotated": (180, 320)}[source]
     for art in made.clips:
         assert art.error is None and art.keyframes is not None and art.embedding is not None
         vectors = art.embedding
