@@ -117,6 +117,19 @@ def is_window_consumer(consumer: object) -> bool:
 # --------------------------------------------------------------------------------- consumers
 
 
+def select_keyframes(
+    clips: Sequence[ClipRange], strategy: str, first: int, folder: Path
+) -> tuple[list[int], str]:
+    """The source frames of ``clips``' keyframes (``strategy``), sorted, and the ``select``
+    filter taking them out of a stream whose frame 0 is source frame ``first``. Which output
+    frame is which source frame is written to ``folder/frames.json`` for ``collect``."""
+    frames = sorted(
+        {c.start + idx for c in clips for _, idx in keyframe_positions(c.frames, strategy)}
+    )
+    (folder / "frames.json").write_text(json.dumps(frames))
+    return frames, "select=" + "+".join(f"eq(n\\,{f - first})" for f in frames)
+
+
 def _nonempty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
@@ -145,15 +158,12 @@ class KeyframeConsumer:
     def window_branch(
         self, src: Source, first: int, clips: Sequence[ClipRange], folder: Path, pad: str
     ) -> Branch:
-        # Every keyframe of the window's clips from one select and one JPEG encoder; which
-        # file holds which source frame is written beside them for ``collect``.
-        frames = sorted({clip.start + i for clip in clips for i in self._wanted(clip)})
-        (folder / "frames.json").write_text(json.dumps(frames))
-        select = "+".join(f"eq(n\\,{f - first})" for f in frames)
+        # Every keyframe of the window's clips from one select and one JPEG encoder.
+        frames, select = select_keyframes(clips, self.strategy, first, folder)
         pattern = str(folder).replace("%", "%%") + "/kf_%d.jpg"
         opts = ["-fps_mode", "passthrough", "-frames:v", str(len(frames)), "-q:v"]
         opts += [str(self.quality), "-start_number", "0", "-f", "image2", pattern]
-        return Branch(f"select={select}{square_pixels(src.info)}[{pad}]", [(pad, opts)])
+        return Branch(f"{select}{square_pixels(src.info)}[{pad}]", [(pad, opts)])
 
     def memory(self, src: Source, clip: ClipRange) -> int:
         # The window's one JPEG encoder (~14 MB at 1280x720) is not per clip; a clip adds

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from heaters_media import descriptor, embed_feed
+from heaters_media.embed_frames import combine
 from heaters_media.embed_gpu import DECODES, GpuJpegStage, gpu_decode_choice, torchvision_decoder
 from heaters_media.embed_models import (
     KNOWN_MODELS,
@@ -111,10 +112,6 @@ class TextEmbeddingResult(Result):
 
     def array(self) -> np.ndarray:
         return np.asarray(self.vectors, dtype=np.float32).reshape(-1, self.dimension)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
 def _as_vectors(data: np.ndarray) -> np.ndarray:
@@ -226,7 +223,7 @@ def embed_images(
     vectors, done, failed = _run_feed(files, stage, embed, batch_size, workers, on_error == "skip")
     vectors = vectors.reshape(len(done), dimension)
     if strategy == "keyframe_multi_avg" and done:
-        vectors = _unit(vectors.mean(axis=0))[None, :]
+        vectors = combine(vectors, strategy)
     seconds = time.perf_counter() - t1
     return EmbeddingResult(
         model=spec.name,

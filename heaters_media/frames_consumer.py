@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from heaters_media.consumers import Branch, ClipRange, Source
+from heaters_media.consumers import Branch, ClipRange, Source, select_keyframes
 from heaters_media.errors import CorruptMediaError, InvalidInputError
 from heaters_media.keyframes import STRATEGIES, keyframe_positions, square_pixels
 from heaters_media.results import Result
@@ -90,18 +90,16 @@ class EmbedConsumer:
     def window_branch(
         self, src: Source, first: int, clips: Sequence[ClipRange], folder: Path, pad: str
     ) -> Branch:
-        frames = sorted({c.start + idx for c in clips for _, idx in self._positions(c)})
-        (folder / "frames.json").write_text(json.dumps(frames))
+        frames, select = select_keyframes(clips, self.strategy, first, folder)
         with self._lock:
             self._left[str(folder)] = len(clips)
-        select = "+".join(f"eq(n\\,{f - first})" for f in frames)
         # The keyframe's own frame first (upright, square pixels: what its JPEG holds), then
         # area-averaged down to the size the model needs.
         width, height = self._size(src)
         scale = square_pixels(src.info)
         if (width, height) != src.info.display_size:
             scale += f",scale={width}:{height}:flags=area"
-        chain = f"select={select}{scale},format=rgb24[{pad}]"
+        chain = f"{select}{scale},format=rgb24[{pad}]"
         opts = ["-fps_mode", "passthrough", "-frames:v", str(len(frames))]
         opts += ["-f", "rawvideo", "-pix_fmt", "rgb24", str(folder / "frames.rgb")]
         return Branch(chain, [(pad, opts)])

@@ -32,10 +32,9 @@ from dagster._core.storage.event_log.schema import (
 )
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres.event_log import PostgresEventLogStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy import func, select
 
-from heaters_resources.orchestration.pg_storage import hold_connection
+from heaters_resources.orchestration.pg_storage import HeldConnection, storage_kwargs
 
 #: Events per batch Dagster hands to the storage (``heaters dev`` exports it; a run over
 #: 20 videos plans 40 materializations, a batch is written when its run's last one arrives).
@@ -46,20 +45,15 @@ def _is_planned(event: EventLogEntry) -> bool:
     return event.is_dagster_event and event.get_dagster_event().is_asset_materialization_planned
 
 
-class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
+class BatchedPostgresEventLogStorage(HeldConnection, PostgresEventLogStorage):
     """``PostgresEventLogStorage`` whose batches of planned events take two round trips,
     whose dynamic partition keys are read again only when they changed, and which keeps a
-    connection open (``pg_storage.hold_connection``)."""
+    connection open (``pg_storage.HeldConnection``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: partitions definition -> ((row count, largest id), its keys in Dagster's order)
         self._partition_keys: dict[str, tuple[tuple[int, int], list[str]]] = {}
         super().__init__(*args, **kwargs)
-        hold_connection(self)
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
 
     def _partitions_stamp(self, partitions_def_name: str) -> tuple[int, int]:
         table = DynamicPartitionsTable
@@ -86,12 +80,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     def from_config_value(  # the parent's builds its own class, not ``cls``
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> BatchedPostgresEventLogStorage:
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **storage_kwargs(config_value))
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         planned = [e for e in events if _is_planned(e)]

@@ -1,4 +1,4 @@
-"""Dagster's Postgres run storage (and, through ``hold_connection``, the event log) keeping a
+"""Dagster's Postgres run storage (and, through ``HeldConnection``, the event log) keeping a
 connection open.
 
 The stock dagster-postgres storages open a new connection for every statement (``NullPool``,
@@ -15,7 +15,7 @@ few statements per run, and an instance never disposes it. Named in ``dagster.ya
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres.run_storage import PostgresRunStorage
@@ -48,7 +48,9 @@ def hold_connection(storage: Any) -> None:
     old.dispose()
 
 
-def _kwargs(config_value: Mapping[str, Any]) -> dict[str, Any]:
+def storage_kwargs(config_value: Mapping[str, Any]) -> dict[str, Any]:
+    """A dagster-postgres storage's constructor arguments from its instance config (what the
+    stock ``from_config_value`` passes, which builds the stock class rather than ``cls``)."""
     return {
         "postgres_url": pg_url_from_config(config_value),
         "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
@@ -56,19 +58,24 @@ def _kwargs(config_value: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class HeldPostgresRunStorage(PostgresRunStorage):
-    """``PostgresRunStorage`` keeping a connection open."""
+class HeldConnection:
+    """Mixin for a dagster-postgres storage: holds a connection from construction
+    (``hold_connection``) and closes it when its instance is disposed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         hold_connection(self)
 
     def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
+        cast(Any, super()).dispose()
+        cast(Any, self)._engine.dispose()
+
+
+class HeldPostgresRunStorage(HeldConnection, PostgresRunStorage):
+    """``PostgresRunStorage`` keeping a connection open."""
 
     @classmethod
     def from_config_value(  # the parent builds its own class, not cls
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> HeldPostgresRunStorage:
-        return cls(inst_data=inst_data, **_kwargs(config_value))
+        return cls(inst_data=inst_data, **storage_kwargs(config_value))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 from heaters_media.artifacts import ClipArtifacts
 from heaters_media.embed_frames import FrameEmbedder, combine
@@ -54,24 +55,24 @@ def store(
     clips left without one with the reason, go to ``out.details["review_vectors"]``. Never
     raises: the clips' artifacts are recorded already, and a vector is a convenience."""
     try:
-        _store(db, model, keyframe_strategy, out, made)
+        out.details[KEY] = _stored(db, model, embed_strategy(keyframe_strategy), out.done, made)
     except Exception as exc:
         log.warning("similar clips during review: %s", exc)
         out.details[KEY] = {"model": model.name, "stored": 0, "error": describe_error(exc)}
 
 
-def _store(
+def _stored(
     db: Database,
     model: FrameEmbedder,
-    keyframe_strategy: str,
-    out: ClipBatchOutcome,
+    strategy: str,
+    done: list[str],
     made: dict[str, ClipArtifacts],
-) -> None:
-    strategy = embed_strategy(keyframe_strategy)
+) -> dict[str, Any]:
+    """Store the vectors of the clips ``done``; what was stored and what is missing."""
     vectors: dict[int, list[float]] = {}
     missing: dict[str, str] = {}
-    ids = {c.identifier: c.id for c in clips_by_identifier(db, out.done)} if out.done else {}
-    for ident in out.done:
+    ids = {c.identifier: c.id for c in clips_by_identifier(db, done)} if done else {}
+    for ident in done:
         frames = made[ident].embedding
         if frames is None or frames.error is not None or not frames.vectors:
             missing[ident] = frames.error if frames and frames.error else "no frames embedded"
@@ -96,9 +97,4 @@ def _store(
                 stored += keep({cid: vec})
             except Exception as exc:
                 missing[names[cid]] = describe_error(exc)
-    out.details[KEY] = {
-        "model": model.name,
-        "strategy": strategy,
-        "stored": stored,
-        "missing": missing,
-    }
+    return {"model": model.name, "strategy": strategy, "stored": stored, "missing": missing}
