@@ -173,15 +173,28 @@ def test_warm_dagster_cli_runs_its_command_in_the_environment_it_is_given(
 ) -> None:
     """`heaters demo` starts the Dagster CLI before it knows the command (WarmDagster): the
     command runs in the environment given then (DAGSTER_HOME here, unknown at start), a
-    failure raises RunFailedError with the log, and an unused one ends without running."""
-    from heaters_resources.errors import RunFailedError
-    from heaters_resources.orchestration.instance import WarmDagster
+    failure raises RunFailedError with the log, and an unused one ends without running. The
+    storage modules it imports ahead are the ones dagster.yaml names; one that cannot be
+    imported costs the head start only."""
+    import importlib
 
+    from heaters_resources.errors import RunFailedError
+    from heaters_resources.orchestration.instance import WarmDagster, storage_modules
+
+    modules = storage_modules()
+    assert modules == [
+        "heaters_resources.orchestration.pg_storage",
+        "heaters_resources.orchestration.event_log",
+        "dagster_postgres.schedule_storage",
+    ]
+    for name in modules:
+        importlib.import_module(name)
+    assert storage_modules(tmp_path / "missing.yaml") == []
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     dagster_home = tmp_path / "dh"
     dagster_home.mkdir()
     log = tmp_path / "logs" / "warm.log"
-    with WarmDagster("json", log) as cli:
+    with WarmDagster("json", log, [*modules, "no_such_module_here"]) as cli:
         cli.run(["instance", "info"], {**os.environ, "DAGSTER_HOME": str(dagster_home)})
     assert f"$DAGSTER_HOME: {dagster_home}" in log.read_text()
     with WarmDagster("json", log) as cli, pytest.raises(RunFailedError, match=r"warm\.log"):
