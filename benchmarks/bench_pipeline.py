@@ -7,9 +7,11 @@ hard case (cameras and platform re-encodes keep such intervals). ``--input`` mea
 yours instead. Rounds of (``--repeat``, best of each kept):
 
 - ``plain decode``: ``ffmpeg -i FILE -f null -`` (ffmpeg's default threading): the yardstick;
-- ``media pipeline``: ``python -m heaters_media pipeline FILE`` in its own process (ingest,
-  scene detection, cutting, keyframes + sprites): its wall time, per-step seconds, processes
-  started and peak memory (its own and its largest child's) from its JSON;
+- ``media pipeline``: ``python -m heaters_media pipeline FILE --embed heaters/pixels-v1`` in
+  its own process (ingest, scene detection, cutting, keyframes + sprites, and the review
+  descriptor of every clip from its keyframes' frames, which the platform's pass computes too
+  for similar clips at review): its wall time, per-step seconds, processes started and peak
+  memory (its own and its largest child's) from its JSON;
 - ``media pipeline, review proxies``: the same with ``--clips proxy``: no clip file is cut, a
   360-line proxy of each clip comes out of the keyframes' and sprites' decode (the full-quality
   cut is left for the clips a reviewer keeps);
@@ -49,10 +51,14 @@ from benchmarks.bench_platform import run_dagster  # noqa: E402
 from benchmarks.bench_split import fixed_gop_avoiding  # noqa: E402
 from heaters_media.probe import packet_index  # noqa: E402
 from heaters_resources.db.embedded_pg import stop_server  # noqa: E402
+from heaters_resources.search.space import DESCRIPTOR_MODEL  # noqa: E402
 from tests.media_factory import edited_cuts, make_edited_footage  # noqa: E402
 
 BBB = ROOT / "tests" / "data" / "bbb_720p_5s.mp4"
 PIECE_FRAMES = (30, 100)
+#: What the platform's artifacts pass embeds by default (HEATERS_REVIEW_SIMILAR): the media
+#: pipeline is asked for the same, so the demo / pipeline ratio compares the same media work.
+REVIEW_DESCRIPTOR = DESCRIPTOR_MODEL
 
 
 def make_input(minutes: float, work: Path) -> Path:
@@ -91,9 +97,17 @@ def plain_decode(path: Path) -> None:
     )
 
 
-def media_pipeline(path: Path, out: Path, clips: str = "exact") -> dict[str, Any]:
-    """Run ``python -m heaters_media pipeline`` in its own process; its JSON result."""
+def media_pipeline(
+    path: Path, out: Path, clips: str = "exact", embed: str | None = REVIEW_DESCRIPTOR
+) -> dict[str, Any]:
+    """Run ``python -m heaters_media pipeline`` in its own process; its JSON result.
+
+    ``embed``: by default the review descriptor, which the platform's artifacts pass computes
+    too (HEATERS_REVIEW_SIMILAR, on by default: similar clips on the review page), so both
+    sides of the demo / pipeline ratio do the same media work."""
     args = ["pipeline", str(path), "--out", str(out), "--clips", clips, "--quiet"]
+    if embed:
+        args += ["--embed", embed]
     proc = subprocess.run(
         [sys.executable, "-m", "heaters_media", *args],
         capture_output=True,
@@ -171,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "proxy_steps_s": proxy["timings"],
         "proxy_processes": proxy["processes"],
         "proxy_peak_rss_mb": proxy["peak_rss_mb"],
+        "pipeline_embedding": (media.get("embedding") or {}).get("model"),
         "cpus": os.cpu_count(),
     }
     if not args.no_demo:

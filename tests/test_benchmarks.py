@@ -192,6 +192,8 @@ def test_bench_pipeline_runs() -> None:
     assert _positive(result["demo_proxy_vs_decode"])
     # The input is built with no key frame on any cut: nothing can be stream-copied.
     assert result["clips"] >= 2 and result["clips_copied"] == 0
+    # The same media work as the demo's pass, which stores the review descriptor's vectors.
+    assert result["pipeline_embedding"] == "heaters/pixels-v1"
     assert set(result["steps_s"]) == {"ingest", "detect_scenes", "split", "artifacts"}
     assert result["processes"]["total"] == sum(
         v for k, v in result["processes"].items() if k != "total"
