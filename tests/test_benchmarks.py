@@ -190,6 +190,8 @@ def test_bench_pipeline_runs() -> None:
     assert _positive(result["pipeline_vs_decode"]) and _positive(result["demo_vs_pipeline"])
     assert _positive(result["demo_proxy_vs_pipeline_proxy"])
     assert _positive(result["demo_proxy_vs_decode"])
+    for key in ("rounds_demo_vs_pipeline", "rounds_demo_proxy_vs_pipeline_proxy"):
+        assert len(result[key]) == 1 and _positive(result[key][0]), key
     # The input is built with no key frame on any cut: nothing can be stream-copied.
     assert result["clips"] >= 2 and result["clips_copied"] == 0
     # The same media work as the demo's pass, which stores the review descriptor's vectors.
