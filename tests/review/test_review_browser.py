@@ -155,9 +155,11 @@ def run_new_clip_jobs(platform: dict[str, Any]) -> None:
         assert result.success
 
 
-MOVED_ON = """old => !document.getElementById('review')
+# A document still being parsed is not judged (its #review may be in while its #identifier is
+# not yet: seen once in CI as a TypeError on null); it is asked again once parsed.
+MOVED_ON = """old => document.readyState !== 'loading' && (!document.getElementById('review')
     || document.getElementById('identifier').textContent !== old
-    || document.getElementById('notice').textContent.includes('Refused')"""
+    || document.getElementById('notice').textContent.includes('Refused'))"""
 
 
 def press(page: Any, key: str) -> None:
